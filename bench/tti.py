@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Time to interactive: create -> first exec, burst creates, exec round trip, idle density.
+
+Runs a real `cove serve`, measures it over HTTP like a client would, and measures the bare
+floor (shared/tools/bench-anchors: fork+exec, bwrap, crun run, crun exec) in the same run.
+Prints one JSON line per metric: {"name", "p50", "p95", "n", "unit", ...}.
+
+    .venv/bin/python bench/tti.py [--n 100] [--burst 100] [--idle 1000] [--no-anchors]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from server import KEYS, CoveServer  # noqa: E402
+
+ANCHORS = ROOT.parent / "shared" / "tools" / "bench-anchors"
+HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}"}
+
+
+def emit(name: str, samples_ms: list[float], unit: str = "ms", **extra: object) -> dict:
+    ordered = sorted(samples_ms)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    row = {"name": name, "p50": round(statistics.median(ordered), 3), "p95": round(p95, 3),
+           "n": len(ordered), "unit": unit, **extra}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def create_body(name: str) -> dict:
+    return {"metadata": {"name": name}, "spec": {"runtime": {"memory": 256}}}
+
+
+def exec_echo(client: httpx.Client, url: str) -> None:
+    r = client.post(url + "/process", json={"command": "echo hi", "waitForCompletion": True})
+    assert r.status_code == 200 and r.json()["stdout"] == "hi\n", r.text
+
+
+def sequential(client: httpx.Client, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        name = "tti-" + uuid.uuid4().hex[:8]
+        t0 = time.perf_counter()
+        r = client.post("/v0/sandboxes", json=create_body(name))
+        exec_echo(client, r.json()["metadata"]["url"])
+        samples.append((time.perf_counter() - t0) * 1000)
+        client.delete(f"/v0/sandboxes/{name}")
+        time.sleep(0.02)  # let the warm pool refill, as between real users' creates
+    return samples
+
+
+async def burst(base: str, n: int) -> list[float]:
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=base, headers=HEADERS, limits=limits, timeout=120) as c:
+        async def one(i: int) -> float:
+            name = f"burst-{i}-" + uuid.uuid4().hex[:6]
+            t0 = time.perf_counter()
+            r = await c.post("/v0/sandboxes", json=create_body(name))
+            assert r.status_code == 200, r.text
+            out = await c.post(r.json()["metadata"]["url"] + "/process",
+                               json={"command": "echo hi", "waitForCompletion": True})
+            assert out.json()["stdout"] == "hi\n"
+            return (time.perf_counter() - t0) * 1000
+
+        samples = await asyncio.gather(*(one(i) for i in range(n)))
+        names = [s["metadata"]["name"] for s in (await c.get("/v0/sandboxes")).json()]
+        await asyncio.gather(*(c.delete(f"/v0/sandboxes/{name}") for name in names))
+        return list(samples)
+
+
+def exec_round_trip(client: httpx.Client, n: int) -> list[float]:
+    name = "rt-" + uuid.uuid4().hex[:8]
+    url = client.post("/v0/sandboxes", json=create_body(name)).json()["metadata"]["url"]
+    for _ in range(10):
+        exec_echo(client, url)
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        exec_echo(client, url)
+        samples.append((time.perf_counter() - t0) * 1000)
+    client.delete(f"/v0/sandboxes/{name}")
+    return samples
+
+
+def mem_available_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    raise RuntimeError("no MemAvailable")
+
+
+def idle_density(client: httpx.Client, n: int) -> dict:
+    before = mem_available_kib()
+    names = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        name = f"idle-{i}"
+        r = client.post("/v0/sandboxes", json=create_body(name))
+        if r.status_code != 200:
+            print(json.dumps({"name": "idle_create_failed", "at": i, "body": r.text[:300]}))
+            break
+        names.append(name)
+    elapsed = time.perf_counter() - t0
+    time.sleep(2)
+    used = before - mem_available_kib()
+    url = client.get(f"/v0/sandboxes/{names[-1]}").json()["metadata"]["url"]
+    exec_echo(client, url)  # the last one still answers
+    row = {"name": "idle_sandboxes", "count": len(names), "host_kib_per_sandbox":
+           round(used / max(1, len(names)), 1), "create_s": round(elapsed, 1), "unit": "KiB",
+           "p50": round(used / max(1, len(names)), 1), "p95": None, "n": len(names)}
+    print(json.dumps(row), flush=True)
+    for name in names:
+        client.delete(f"/v0/sandboxes/{name}")
+    return row
+
+
+def anchors(n: int) -> dict[str, float]:
+    """Bare-tool floor from the shared kit, same run; {} when it cannot run here."""
+    if not (ANCHORS / "measure.sh").exists():
+        return {}
+    subprocess.run([str(ANCHORS / "setup.sh")], check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run([str(ANCHORS / "measure.sh"), "-n", str(n), "--only",
+                          "host,bwrap,crun,exec", "--no-docker"],
+                         check=True, capture_output=True, text=True).stdout
+    floor = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            floor[row["name"]] = row["p50_ms"]
+            print(json.dumps({"name": "anchor_" + row["name"], "p50": row["p50_ms"],
+                              "p95": row["p95_ms"], "n": row["n"], "unit": "ms"}), flush=True)
+    return floor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--pool", type=int, default=4)
+    parser.add_argument("--no-anchors", action="store_true")
+    args = parser.parse_args()
+
+    floor = {} if args.no_anchors else anchors(50)
+    data_dir = Path("/var/tmp/cove-bench") / uuid.uuid4().hex[:8]
+    data_dir.mkdir(parents=True)
+    server = CoveServer(data_dir, COVE_POOL_SIZE=str(args.pool), COVE_MAX_SANDBOXES="100000")
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=120) as client:
+            seq = emit("create_to_first_exec_sequential", sequential(client, args.n))
+            bst = emit("create_to_first_exec_burst", asyncio.run(burst(server.url, args.burst)),
+                       concurrency=args.burst)
+            rt = emit("exec_round_trip", exec_round_trip(client, args.n * 2))
+            if args.idle:
+                idle_density(client, args.idle)
+        for row, anchor in ((seq, "crun_run_echo_overlay"), (rt, "crun_exec_echo"),
+                            (rt, "host_fork_exec_echo"), (seq, "bwrap_unshare_all_echo")):
+            if anchor in floor:
+                print(json.dumps({"name": f"ratio_{row['name']}_vs_{anchor}",
+                                  "ratio_p50": round(row["p50"] / floor[anchor], 2)}), flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

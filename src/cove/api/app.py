@@ -1,0 +1,41 @@
+"""The Starlette application: every surface's routes over the services in app.state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from cove.api.sandbox import routes as sandbox_routes
+from cove.api.v0 import sandboxes as v0_sandboxes
+from cove.api.v1 import sandboxes as v1_sandboxes
+
+
+async def health(request: Request) -> Response:
+    if getattr(request.app.state, "ready", False):
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "starting"}, status_code=503)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Plain-text 404: the SDK reads a non-JSON 404 as 'route not implemented'."""
+    return PlainTextResponse("404 page not found", status_code=404)
+
+
+def build_app(
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]],
+) -> Starlette:
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        *v0_sandboxes.routes,
+        *sandbox_routes.routes(),  # before v1 so /v1/sandboxes/{name}/process is matched here
+        *v1_sandboxes.routes,
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+
+
+__all__ = ["build_app", "AsyncIterator"]

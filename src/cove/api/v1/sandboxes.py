@@ -1,0 +1,149 @@
+"""/v1/sandboxes — the Compute API (seed 000). Parses, calls the service, renders."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cove.api.common import guarded, json_object, typed, workspace_of
+from cove.domain.durations import iso, parse_duration
+from cove.domain.errors import CoveError, InvalidRequest
+from cove.domain.sandbox import DEFAULT_TIER, TIER_MEMORY_MB, Port, Sandbox, SandboxSpec, Status
+from cove.domain.sandbox import validate_envs, validate_name
+from cove.services.sandboxes import CreateSandbox, SandboxService
+
+DEFAULT_TTL = "4h"
+CREATE_WAIT_S = 5.0  # answer "provisioning" if the sandbox is not up by then
+_FIELDS = {"name", "tier", "ttl", "envs", "port", "ports", "image"}
+
+
+def error(exc: CoveError) -> Response:
+    body = {"error": exc.code.lower(), "message": exc.message, "statusCode": exc.status}
+    return JSONResponse(body, status_code=exc.status)
+
+
+def _service(request: Request) -> SandboxService:
+    return request.app.state.sandboxes
+
+
+def render(request: Request, s: Sandbox) -> dict[str, Any]:
+    running = s.status == Status.RUNNING
+    out: dict[str, Any] = {
+        "id": s.id,
+        "name": s.name,
+        "source": s.source,
+        "status": s.status.value,
+        "tier": s.spec.tier or _tier_of(s.spec.memory_mb),
+        "url": request.app.state.sandbox_url(s) if running else None,
+        "ports": [{"target": p.target, "protocol": p.protocol} for p in s.spec.ports],
+        "expiresAt": iso(s.deadline()),
+        "createdAt": iso(s.created_at),
+        "updatedAt": iso(s.updated_at),
+    }
+    if s.status in (Status.FAILED, Status.STOPPED) and s.reason:
+        out["error"] = s.reason
+    return out
+
+
+def _tier_of(memory_mb: int) -> str | None:
+    return next((t for t, mb in TIER_MEMORY_MB.items() if mb == memory_mb), None)
+
+
+def parse_create(body: dict[str, Any]) -> CreateSandbox:
+    unknown = set(body) - _FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    name = typed(body, "name", str, "")
+    if name is None:
+        raise InvalidRequest("name is required")
+    tier = typed(body, "tier", str, "") or DEFAULT_TIER
+    if tier not in TIER_MEMORY_MB:
+        raise InvalidRequest(f"tier {tier!r} must be one of {', '.join(TIER_MEMORY_MB)}")
+    ttl = body.get("ttl", DEFAULT_TTL)
+    seconds = parse_duration(ttl, "ttl")
+    if "port" in body and "ports" in body:
+        raise InvalidRequest("port and ports are mutually exclusive")
+    envs = typed(body, "envs", dict, "") or {}
+    spec = SandboxSpec(
+        image=typed(body, "image", str, "") or "blaxel/base-image:latest",
+        memory_mb=TIER_MEMORY_MB[tier],
+        tier=tier,
+        envs=validate_envs(envs),
+        ports=_ports(body),
+        ttl=f"{seconds}s",
+    )
+    return CreateSandbox(spec=spec, name=validate_name(name))
+
+
+def _ports(body: dict[str, Any]) -> list[Port]:
+    if body.get("port") is not None:
+        return [Port(body["port"])]
+    items = typed(body, "ports", list, "") or []
+    ports = []
+    for item in items:
+        if isinstance(item, dict):
+            ports.append(Port(item.get("target"), item.get("name"), item.get("protocol") or "HTTP"))
+        else:
+            ports.append(Port(item))
+    if len({p.target for p in ports}) != len(ports):
+        raise InvalidRequest("ports: each port may be listed once")
+    return ports
+
+
+@guarded(error)
+async def create(request: Request) -> Response:
+    workspace = workspace_of(request)
+    req = parse_create(await json_object(request))
+    task = asyncio.ensure_future(_service(request).create(workspace, req))
+    done, _ = await asyncio.wait({task}, timeout=CREATE_WAIT_S)
+    if task in done:
+        return JSONResponse(render(request, task.result().record), status_code=201)
+    live = _service(request).get(workspace, req.name or "")
+    return JSONResponse(render(request, live.record), status_code=201)
+
+
+@guarded(error)
+async def list_sandboxes(request: Request) -> Response:
+    records = _service(request).list(workspace_of(request))
+    return JSONResponse({"sandboxes": [render(request, r) for r in records]})
+
+
+@guarded(error)
+async def get(request: Request) -> Response:
+    name = request.path_params["name"]
+    live = await _service(request).get_or_gone(workspace_of(request), name)
+    return JSONResponse(render(request, live.record))
+
+
+@guarded(error)
+async def extend(request: Request) -> Response:
+    workspace = workspace_of(request)
+    body = await json_object(request, required=False)
+    unknown = set(body) - {"ttl"}
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    seconds = parse_duration(body.get("ttl", DEFAULT_TTL), "ttl")
+    live = await _service(request).extend(workspace, request.path_params["name"], seconds)
+    return JSONResponse(render(request, live.record))
+
+
+@guarded(error)
+async def delete(request: Request) -> Response:
+    workspace = workspace_of(request)
+    name = request.path_params["name"]
+    await _service(request).get_or_gone(workspace, name)
+    await _service(request).delete(workspace, name)
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/v1/sandboxes", create, methods=["POST"]),
+    Route("/v1/sandboxes", list_sandboxes, methods=["GET"]),
+    Route("/v1/sandboxes/{name}", get, methods=["GET"]),
+    Route("/v1/sandboxes/{name}", extend, methods=["PATCH"]),
+    Route("/v1/sandboxes/{name}", delete, methods=["DELETE"]),
+]

@@ -1,0 +1,73 @@
+"""The `cove` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cove", description="sandboxes for AI agents")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the whole platform")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--log-level", default="info")
+    image = sub.add_parser("image", help="build the base image now (done on first need too)")
+    image.add_argument("name", nargs="?", default="base")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        return _serve(args.host, args.port, args.log_level)
+    return _build_image(args.name)
+
+
+def _public_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def _serve(host: str, port: int, log_level: str) -> int:
+    import uvicorn
+
+    from cove.config import Settings
+    from cove.runtime.preflight import preflight
+    from cove.server import create_app
+
+    problem = preflight()
+    if problem:
+        print(f"cove: {problem}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env(public_url=_public_url(host, port))
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _build_image(name: str) -> int:
+    from cove.config import Settings
+    from cove.runtime.base import RuntimeError_
+    from cove.runtime.images import ensure_image
+
+    try:
+        ensure_image(Settings.from_env(), name)
+    except RuntimeError_ as exc:
+        print(f"cove: {exc.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Domain errors. Each surface maps them to its own wire shape in one helper."""
+
+from __future__ import annotations
+
+
+class CoveError(Exception):
+    status = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(CoveError):
+    status, code = 400, "INVALID_REQUEST"
+
+
+class Unauthorized(CoveError):
+    status, code = 401, "UNAUTHORIZED"
+
+
+class Forbidden(CoveError):
+    status, code = 403, "FORBIDDEN"
+
+
+class NotFound(CoveError):
+    status, code = 404, "NOT_FOUND"
+
+
+class Conflict(CoveError):
+    status, code = 409, "ALREADY_EXISTS"
+
+
+class Gone(CoveError):
+    status, code = 410, "GONE"
+
+
+class LimitExceeded(CoveError):
+    status, code = 422, "SANDBOX_LIMIT_EXCEEDED"
+
+
+class NotReady(CoveError):
+    status, code = 503, "NOT_READY"
+
+
+class Unavailable(CoveError):
+    """The platform itself cannot serve the request (runtime failure)."""
+
+    status, code = 500, "RUNTIME_ERROR"

@@ -1,0 +1,101 @@
+"""Start a real `cove serve` for tests and benchmarks, and check it left nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+COVE = ROOT / ".venv" / "bin" / "cove"
+# The base image is a cache shared by every test server (built once by scripts/install).
+IMAGES_DIR = os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images")
+KEYS = {"ws-a": "key-a", "ws-b": "key-b"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CoveServer:
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "COVE_DATA_DIR": str(data_dir),
+            "COVE_IMAGES_DIR": IMAGES_DIR,
+            "COVE_API_KEYS": ",".join(f"{k}:{w}" for w, k in KEYS.items()),
+            "COVE_POOL_SIZE": "2",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 600) -> CoveServer:
+        log = open(self.data_dir / "server.log", "ab")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(COVE), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cove exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"cove did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        path = self.data_dir / "server.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def client(self, workspace: str = "ws-a") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {KEYS[workspace]}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def leftovers(data_dir: Path) -> list[str]:
+    """Mounts, cgroups and processes a stopped server left behind (tests run one server at a
+    time, so every cgroup under cove/ counts)."""
+    found = [line for line in Path("/proc/mounts").read_text().splitlines() if str(data_dir) in line]
+    found += [str(cg) for cg in Path("/sys/fs/cgroup").glob("*/cove/*") if cg.is_dir()]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                root = os.readlink(proc / "root")
+            except OSError:
+                continue
+            if root.startswith(str(data_dir)):
+                found.append(f"pid {proc.name} rooted at {root}")
+    return found
+
+
+if __name__ == "__main__":  # manual use: python tests/server.py DIR
+    server = CoveServer(Path(sys.argv[1])).start()
+    print(server.url)
