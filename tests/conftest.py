@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from server import KEYS, CoveServer, leftovers
 
 # The SDK reads its settings at import time: configure it before anything imports blaxel.

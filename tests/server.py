@@ -81,10 +81,11 @@ class CoveServer:
 
 
 def leftovers(data_dir: Path) -> list[str]:
-    """Mounts, cgroups and processes a stopped server left behind (tests run one server at a
-    time, so every cgroup under cove/ counts)."""
+    """Mounts, cgroups and processes a stopped server left behind."""
+    from cove.runtime.cgroups import parent_for
+
     found = [line for line in Path("/proc/mounts").read_text().splitlines() if str(data_dir) in line]
-    found += [str(cg) for cg in Path("/sys/fs/cgroup").glob("*/cove/*") if cg.is_dir()]
+    found += [str(cg) for cg in Path("/sys/fs/cgroup").glob(f"*/{parent_for(data_dir)}")]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:

@@ -47,7 +47,7 @@ def test_fork_bomb_stops_at_pids_limit(api, sandbox):  # type: ignore[no-untyped
     assert "stopped" in out["stdout"], out
     forked = int(out["stdout"].split()[1])
     assert forked < 5000  # the pids cgroup, not the host, stopped it
-    assert run(api, url, "pkill -9 -f 'time.sleep' ; echo ok")["exitCode"] in (0, 1)
+    assert run(api, url, "pkill -9 python3; echo ok")["stdout"] == "ok\n"
 
 
 def test_no_host_files_or_processes(api, sandbox, tmp_path):  # type: ignore[no-untyped-def]

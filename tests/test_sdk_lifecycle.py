@@ -71,7 +71,11 @@ def test_update_ttl_and_metadata_round_trip(sdk, api):  # type: ignore[no-untype
     body = api.get(f"/v0/sandboxes/{name}").json()
     assert body["spec"]["runtime"]["ttl"] == "2h"
     assert 0 < body["expiresIn"] <= 7200
-    sdk.SyncSandboxInstance.update_metadata(name, {"labels": {"team": "x"}, "display_name": "Nice"})
+    from blaxel.core.sandbox.types import SandboxUpdateMetadata
+
+    sdk.SyncSandboxInstance.update_metadata(
+        name, SandboxUpdateMetadata(labels={"team": "x"}, display_name="Nice")
+    )
     body = api.get(f"/v0/sandboxes/{name}").json()
     assert body["metadata"]["labels"]["team"] == "x"
     assert body["metadata"]["displayName"] == "Nice"

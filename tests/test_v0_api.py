@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from conftest import unique
 
@@ -124,7 +124,7 @@ def test_ttl_deletes_within_about_a_second(api):  # type: ignore[no-untyped-def]
 
 
 def test_expiration_policies(api):  # type: ignore[no-untyped-def]
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=2)).isoformat()
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
     dated, idle = unique("date"), unique("idle")
     for name, policy in ((dated, {"type": "date", "value": soon}), (idle, {"type": "ttl-idle", "value": "3s"})):
         body = {"metadata": {"name": name}, "spec": {"runtime": {"memory": 512}, "lifecycle": {"expirationPolicies": [{**policy, "action": "delete"}]}}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 
@@ -52,6 +53,10 @@ def _serve(host: str, port: int, log_level: str) -> int:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; a no-op handler here makes
+    # a clean stop exit 0 instead of dying by the signal.
+    for signo in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signo, lambda *_: None)
     server.run()
     return 0 if server.started else 1
 

@@ -45,6 +45,6 @@ class NotReady(CoveError):
 
 
 class Unavailable(CoveError):
-    """The platform itself cannot serve the request (runtime failure)."""
+    """The platform cannot serve the request right now (a runtime failure, said as such)."""
 
-    status, code = 500, "RUNTIME_ERROR"
+    status, code = 503, "SANDBOX_UNAVAILABLE"

@@ -1,0 +1,1 @@
+"""Isolation runtimes. NamespaceRuntime (crun + C zygote) is the default backend."""

@@ -20,6 +20,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0o644) -> int:
     """fd for `path` (absolute or relative, interpreted inside root); raises OSError."""
+    if not flags & os.O_CREAT:
+        mode = 0  # openat2 rejects a mode without O_CREAT
     how = struct.pack("QQQ", flags | os.O_CLOEXEC, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
     rel = path.lstrip("/") or "."
     while True:

@@ -156,10 +156,11 @@ int main(void) {
     sigaddset(&set, SIGCHLD); sigaddset(&set, SIGTERM); sigaddset(&set, SIGINT);
     sigaddset(&set, SIGPIPE); sigaddset(&set, SIGHUP);
     sigprocmask(SIG_BLOCK, &set, NULL);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     /* The listener must not leak into children (they could accept the host's next connection),
      * and our stdio may be host files handed over by crun: swap it for /dev/null. */
-    if (sfd < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0) return 111;
+    if (fcntl(3, F_SETFD, FD_CLOEXEC) < 0) return 111;
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) return 111;
     int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (nul >= 0) { dup2(nul, 0); dup2(nul, 1); dup2(nul, 2); if (nul > 3) close(nul); }
     for (;;) {

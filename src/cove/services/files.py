@@ -9,7 +9,7 @@ import os
 import pwd
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from cove.domain.errors import Conflict, InvalidRequest, NotFound
@@ -149,7 +149,7 @@ def _entry(path: str, st: os.stat_result) -> Entry:
         permissions=format(stat.S_IMODE(st.st_mode), "o"),
         owner=_user(st.st_uid),
         group=_group(st.st_gid),
-        last_modified=datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(),
+        last_modified=datetime.fromtimestamp(st.st_mtime, UTC).isoformat(),
         is_dir=stat.S_ISDIR(st.st_mode),
     )
 

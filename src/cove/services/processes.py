@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cove.domain.durations import utcnow
-from cove.domain.errors import InvalidRequest, NotFound
-from cove.runtime.base import Exited, Runtime, SandboxHandle
+from cove.domain.errors import InvalidRequest, NotFound, Unavailable
+from cove.runtime.base import Exited, Runtime, RuntimeError_, SandboxHandle
 
 # Each stream keeps its newest LOG_LIMIT bytes: older output is dropped from the front, so a
 # chatty process never grows the server's memory, and the end of the output is always kept.
@@ -99,9 +99,11 @@ class ProcessManager:
                 req.working_dir or "/",
                 (self._devnull, out_w, err_w),
             )
-        except BaseException:
+        except BaseException as exc:
             os.close(out_r)
             os.close(err_r)
+            if isinstance(exc, RuntimeError_):
+                raise Unavailable(f"cannot start the process: {exc.reason}") from None
             raise
         finally:
             os.close(out_w)
@@ -131,7 +133,7 @@ class ProcessManager:
             if timeout:
                 try:
                     await asyncio.wait_for(asyncio.shield(exited), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self.kill(proc, signal.SIGKILL, "killed")
             result = await exited
             with contextlib.suppress(asyncio.TimeoutError):
@@ -161,7 +163,10 @@ class ProcessManager:
         if proc.status != "running":
             raise NotFound(f"process {proc.name!r} is not running")
         proc.stop_requested = as_status
-        await self._runtime.signal(self._handle, proc.pid, signo)
+        try:
+            await self._runtime.signal(self._handle, proc.pid, signo)
+        except RuntimeError_ as exc:
+            raise Unavailable(f"cannot signal the process: {exc.reason}") from None
 
     def close(self) -> None:
         for task in list(self._tasks):

@@ -13,11 +13,24 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from cove.domain.durations import utcnow
-from cove.domain.errors import Conflict, Gone, InvalidRequest, LimitExceeded, NotFound, NotReady
-from cove.domain.errors import Unavailable
+from cove.domain.errors import (
+    Conflict,
+    Gone,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    NotReady,
+    Unavailable,
+)
 from cove.domain.sandbox import Sandbox, SandboxSpec, Status, generate_name, new_sandbox_id
-from cove.runtime.base import Limits, Runtime, RuntimeError_, SandboxConfig, SandboxHandle
-from cove.runtime.base import UnknownImage
+from cove.runtime.base import (
+    Limits,
+    Runtime,
+    RuntimeError_,
+    SandboxConfig,
+    SandboxHandle,
+    UnknownImage,
+)
 from cove.services.files import SandboxFiles
 from cove.services.processes import ProcessManager
 from cove.store.sandboxes import SandboxRepo
@@ -109,7 +122,6 @@ class SandboxService:
             sandbox_id=record.id,
             image=record.spec.image,
             limits=Limits(memory_mb=record.spec.memory_mb, pids=self._pids, disk_mb=self._disk_mb),
-            hostname=record.name,
         )
         try:
             live.handle = await self._runtime.create(config)

@@ -7,8 +7,16 @@ from typing import Any
 from cove.api.common import typed
 from cove.domain.durations import iso, utcnow
 from cove.domain.errors import InvalidRequest
-from cove.domain.sandbox import ExpirationPolicy, Port, Sandbox, SandboxSpec, Status
-from cove.domain.sandbox import validate_envs, validate_memory, validate_name
+from cove.domain.sandbox import (
+    ExpirationPolicy,
+    Port,
+    Sandbox,
+    SandboxSpec,
+    Status,
+    validate_envs,
+    validate_memory,
+    validate_name,
+)
 
 STATUS = {
     Status.PROVISIONING: "DEPLOYING",

@@ -12,8 +12,16 @@ from starlette.routing import Route
 from cove.api.common import guarded, json_object, typed, workspace_of
 from cove.domain.durations import iso, parse_duration
 from cove.domain.errors import CoveError, InvalidRequest
-from cove.domain.sandbox import DEFAULT_TIER, TIER_MEMORY_MB, Port, Sandbox, SandboxSpec, Status
-from cove.domain.sandbox import validate_envs, validate_name
+from cove.domain.sandbox import (
+    DEFAULT_TIER,
+    TIER_MEMORY_MB,
+    Port,
+    Sandbox,
+    SandboxSpec,
+    Status,
+    validate_envs,
+    validate_name,
+)
 from cove.services.sandboxes import CreateSandbox, SandboxService
 
 DEFAULT_TTL = "4h"
