@@ -43,8 +43,11 @@ async def exec_echo(rt, h) -> tuple[int, bytes]:
 
 def pct(xs: list[float]) -> dict:
     xs = sorted(xs)
-    return {"p50": round(statistics.median(xs), 3), "p95": round(xs[int(len(xs) * 0.95) - 1], 3),
-            "n": len(xs)}
+    return {
+        "p50": round(statistics.median(xs), 3),
+        "p95": round(xs[int(len(xs) * 0.95) - 1], 3),
+        "n": len(xs),
+    }
 
 
 def ms(t0: float) -> float:
@@ -80,7 +83,9 @@ async def main(n: int, data_dir: Path, images_dir: Path) -> dict:
             while len(rt._pool.get("base", [])) < 1:
                 await asyncio.sleep(0.005)
             t = time.perf_counter()
-            h = await rt.create(SandboxConfig(f"c-{i}", "blaxel/py-app:latest", Limits(memory_mb=300)))
+            h = await rt.create(
+                SandboxConfig(f"c-{i}", "blaxel/py-app:latest", Limits(memory_mb=300))
+            )
             assert (await exec_echo(rt, h))[0] == 0
             claim.append(ms(t))
             await rt.destroy(h)
@@ -101,8 +106,10 @@ async def main(n: int, data_dir: Path, images_dir: Path) -> dict:
         await rt.destroy(h)
 
         # idle memory: 10 sandboxes after one exec each
-        hs = [await rt.create(SandboxConfig(f"idle-{i}", "base", Limits(memory_mb=256)))
-              for i in range(10)]
+        hs = [
+            await rt.create(SandboxConfig(f"idle-{i}", "base", Limits(memory_mb=256)))
+            for i in range(10)
+        ]
         for h in hs:
             await exec_echo(rt, h)
         priv, pss, memcg = [], [], []

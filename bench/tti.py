@@ -35,8 +35,14 @@ HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}"}
 def emit(name: str, samples_ms: list[float], unit: str = "ms", **extra: object) -> dict:
     ordered = sorted(samples_ms)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    row = {"name": name, "p50": round(statistics.median(ordered), 3), "p95": round(p95, 3),
-           "n": len(ordered), "unit": unit, **extra}
+    row = {
+        "name": name,
+        "p50": round(statistics.median(ordered), 3),
+        "p95": round(p95, 3),
+        "n": len(ordered),
+        "unit": unit,
+        **extra,
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -66,13 +72,16 @@ def sequential(client: httpx.Client, n: int) -> list[float]:
 async def burst(base: str, n: int) -> list[float]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(base_url=base, headers=HEADERS, limits=limits, timeout=120) as c:
+
         async def one(i: int) -> float:
             name = f"burst-{i}-" + uuid.uuid4().hex[:6]
             t0 = time.perf_counter()
             r = await c.post("/v0/sandboxes", json=create_body(name))
             assert r.status_code == 200, r.text
-            out = await c.post(r.json()["metadata"]["url"] + "/process",
-                               json={"command": "echo hi", "waitForCompletion": True})
+            out = await c.post(
+                r.json()["metadata"]["url"] + "/process",
+                json={"command": "echo hi", "waitForCompletion": True},
+            )
             assert out.json()["stdout"] == "hi\n"
             return (time.perf_counter() - t0) * 1000
 
@@ -119,9 +128,16 @@ def idle_density(client: httpx.Client, n: int) -> dict:
     used = before - mem_available_kib()
     url = client.get(f"/v0/sandboxes/{names[-1]}").json()["metadata"]["url"]
     exec_echo(client, url)  # the last one still answers
-    row = {"name": "idle_sandboxes", "count": len(names), "host_kib_per_sandbox":
-           round(used / max(1, len(names)), 1), "create_s": round(elapsed, 1), "unit": "KiB",
-           "p50": round(used / max(1, len(names)), 1), "p95": None, "n": len(names)}
+    row = {
+        "name": "idle_sandboxes",
+        "count": len(names),
+        "host_kib_per_sandbox": round(used / max(1, len(names)), 1),
+        "create_s": round(elapsed, 1),
+        "unit": "KiB",
+        "p50": round(used / max(1, len(names)), 1),
+        "p95": None,
+        "n": len(names),
+    }
     print(json.dumps(row), flush=True)
     for name in names:
         client.delete(f"/v0/sandboxes/{name}")
@@ -133,16 +149,36 @@ def anchors(n: int) -> dict[str, float]:
     if not (ANCHORS / "measure.sh").exists():
         return {}
     subprocess.run([str(ANCHORS / "setup.sh")], check=True, stdout=subprocess.DEVNULL)
-    out = subprocess.run([str(ANCHORS / "measure.sh"), "-n", str(n), "--only",
-                          "host,bwrap,crun,exec", "--no-docker"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            str(ANCHORS / "measure.sh"),
+            "-n",
+            str(n),
+            "--only",
+            "host,bwrap,crun,exec",
+            "--no-docker",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     floor = {}
     for line in out.splitlines():
         if line.startswith("{"):
             row = json.loads(line)
             floor[row["name"]] = row["p50_ms"]
-            print(json.dumps({"name": "anchor_" + row["name"], "p50": row["p50_ms"],
-                              "p95": row["p95_ms"], "n": row["n"], "unit": "ms"}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "name": "anchor_" + row["name"],
+                        "p50": row["p50_ms"],
+                        "p95": row["p95_ms"],
+                        "n": row["n"],
+                        "unit": "ms",
+                    }
+                ),
+                flush=True,
+            )
     return floor
 
 
@@ -163,16 +199,31 @@ def main() -> None:
     try:
         with httpx.Client(base_url=server.url, headers=HEADERS, timeout=120) as client:
             seq = emit("create_to_first_exec_sequential", sequential(client, args.n))
-            bst = emit("create_to_first_exec_burst", asyncio.run(burst(server.url, args.burst)),
-                       concurrency=args.burst)
+            bst = emit(
+                "create_to_first_exec_burst",
+                asyncio.run(burst(server.url, args.burst)),
+                concurrency=args.burst,
+            )
             rt = emit("exec_round_trip", exec_round_trip(client, args.n * 2))
             if args.idle:
                 idle_density(client, args.idle)
-        for row, anchor in ((seq, "crun_run_echo_overlay"), (rt, "crun_exec_echo"),
-                            (rt, "host_fork_exec_echo"), (seq, "bwrap_unshare_all_echo")):
+        for row, anchor in (
+            (seq, "crun_run_echo_overlay"),
+            (bst, "crun_run_echo_overlay"),
+            (rt, "crun_exec_echo"),
+            (rt, "host_fork_exec_echo"),
+            (seq, "bwrap_unshare_all_echo"),
+        ):
             if anchor in floor:
-                print(json.dumps({"name": f"ratio_{row['name']}_vs_{anchor}",
-                                  "ratio_p50": round(row["p50"] / floor[anchor], 2)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "name": f"ratio_{row['name']}_vs_{anchor}",
+                            "ratio_p50": round(row["p50"] / floor[anchor], 2),
+                        }
+                    ),
+                    flush=True,
+                )
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -41,14 +41,14 @@ class CoveServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 600) -> CoveServer:
-        log = open(self.data_dir / "server.log", "ab")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [str(COVE), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.data_dir / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(COVE), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -84,7 +84,9 @@ def leftovers(data_dir: Path) -> list[str]:
     """Mounts, cgroups and processes a stopped server left behind."""
     from cove.runtime.cgroups import parent_for
 
-    found = [line for line in Path("/proc/mounts").read_text().splitlines() if str(data_dir) in line]
+    found = [
+        line for line in Path("/proc/mounts").read_text().splitlines() if str(data_dir) in line
+    ]
     found += [str(cg) for cg in Path("/sys/fs/cgroup").glob(f"*/{parent_for(data_dir)}")]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():

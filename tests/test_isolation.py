@@ -14,7 +14,10 @@ def sandbox(api):  # type: ignore[no-untyped-def]
 
     def make(memory: int = 512) -> str:
         name = unique("iso")
-        r = api.post("/v0/sandboxes", json={"metadata": {"name": name}, "spec": {"runtime": {"memory": memory}}})
+        r = api.post(
+            "/v0/sandboxes",
+            json={"metadata": {"name": name}, "spec": {"runtime": {"memory": memory}}},
+        )
         assert r.status_code == 200, r.text
         made.append(name)
         return r.json()["metadata"]["url"]
@@ -25,14 +28,16 @@ def sandbox(api):  # type: ignore[no-untyped-def]
 
 
 def run(api, url, command, timeout=120):  # type: ignore[no-untyped-def]
-    r = api.post(url + "/process", json={"command": command, "waitForCompletion": True, "timeout": timeout})
+    r = api.post(
+        url + "/process", json={"command": command, "waitForCompletion": True, "timeout": timeout}
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
 
 def test_memory_hog_is_oom_killed_at_the_limit(api, sandbox):  # type: ignore[no-untyped-def]
     url = sandbox(memory=128)
-    hog = "python3 -c \"b=[]\nwhile True: b.append(bytearray(8<<20)); print(len(b)*8, flush=True)\""
+    hog = 'python3 -c "b=[]\nwhile True: b.append(bytearray(8<<20)); print(len(b)*8, flush=True)"'
     out = run(api, url, hog)
     assert out["exitCode"] == 137, out
     allocated = int(out["stdout"].split()[-1])
@@ -86,8 +91,17 @@ def test_file_api_cannot_escape(api, sandbox, tmp_path):  # type: ignore[no-unty
     url = sandbox()
     secret = tmp_path / "escape.txt"
     secret.write_text("host data")
-    run(api, url, f"ln -s {secret} /tmp/abs-link; ln -s ../../../../../../{str(secret).lstrip('/')} /tmp/rel-link")
-    for path in ("/tmp/abs-link", "/tmp/rel-link", "/../../../" + str(secret), "%2F..%2F..%2F" + str(secret)):
+    run(
+        api,
+        url,
+        f"ln -s {secret} /tmp/abs-link; ln -s ../../../../../../{str(secret).lstrip('/')} /tmp/rel-link",
+    )
+    for path in (
+        "/tmp/abs-link",
+        "/tmp/rel-link",
+        "/../../../" + str(secret),
+        "%2F..%2F..%2F" + str(secret),
+    ):
         r = api.get(url + "/filesystem/" + path)
         assert "host data" not in r.text, path
     r = api.put(url + "/filesystem/tmp/abs-link", json={"content": "overwritten"})

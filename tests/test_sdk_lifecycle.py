@@ -17,7 +17,9 @@ def test_create_exec_delete(sdk, api):  # type: ignore[no-untyped-def]
     assert sb.metadata.url.startswith("http://127.0.0.1:")
     assert sb.status == "DEPLOYED"
 
-    result = sb.process.exec({"command": "echo hi; echo oops >&2; exit 3", "wait_for_completion": True})
+    result = sb.process.exec(
+        {"command": "echo hi; echo oops >&2; exit 3", "wait_for_completion": True}
+    )
     assert result.exit_code == 3
     assert result.status == "failed"
     assert result.stdout == "hi\n"

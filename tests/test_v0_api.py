@@ -34,7 +34,9 @@ def test_create_shape(api):  # type: ignore[no-untyped-def]
     assert body["spec"]["runtime"]["envs"] == [{"name": "A", "value": "1"}]
     assert body["spec"]["runtime"]["ports"] == [{"target": 3000, "protocol": "HTTP"}]
     # The sandbox API is reachable at metadata.url with the same key, env applied.
-    out = api.post(body["metadata"]["url"] + "/process", json={"command": "echo $A", "waitForCompletion": True})
+    out = api.post(
+        body["metadata"]["url"] + "/process", json={"command": "echo $A", "waitForCompletion": True}
+    )
     assert out.json()["stdout"] == "1\n"
     assert api.delete(f"/v0/sandboxes/{name}").json()["status"] == "DELETING"
     assert wait_gone(api, name)
@@ -46,7 +48,10 @@ def test_bad_input_is_400_in_sdk_shape(api):  # type: ignore[no-untyped-def]
         {"metadata": {"name": unique()}, "spec": {"runtime": {"memory": "lots"}}},
         {"metadata": {"name": unique()}, "spec": {"runtime": {"image": "nope/unknown:1"}}},
         {"metadata": {"name": unique()}, "spec": {"runtime": {"ttl": "soon"}}},
-        {"metadata": {"name": unique()}, "spec": {"lifecycle": {"expirationPolicies": [{"type": "x", "value": "1h"}]}}},
+        {
+            "metadata": {"name": unique()},
+            "spec": {"lifecycle": {"expirationPolicies": [{"type": "x", "value": "1h"}]}},
+        },
     ]
     for body in cases:
         r = api.post("/v0/sandboxes", json=body)
@@ -54,7 +59,10 @@ def test_bad_input_is_400_in_sdk_shape(api):  # type: ignore[no-untyped-def]
         assert isinstance(r.json()["code"], str) and r.json()["message"]
     r = api.post("/v0/sandboxes", content=b"{not json")
     assert r.status_code == 400
-    r = api.post("/v0/sandboxes", json={"metadata": {"name": unique()}, "spec": {"runtime": {"extraArgs": {"bogus": 1}}}})
+    r = api.post(
+        "/v0/sandboxes",
+        json={"metadata": {"name": unique()}, "spec": {"runtime": {"extraArgs": {"bogus": 1}}}},
+    )
     assert r.status_code == 400 and "bogus" in r.json()["message"]
     assert api.get("/v0/sandboxes").json() is not None  # nothing half-created broke the list
     r = api.get("/v0/sandboxes/does-not-exist")
@@ -92,7 +100,10 @@ def test_list_paging_and_show_terminated(api):  # type: ignore[no-untyped-def]
 
 def test_external_id_lookup(api):  # type: ignore[no-untyped-def]
     name = unique("ext")
-    body = {"metadata": {"name": name, "externalId": "ext-42-" + name}, "spec": {"runtime": {"memory": 512}}}
+    body = {
+        "metadata": {"name": name, "externalId": "ext-42-" + name},
+        "spec": {"runtime": {"memory": 512}},
+    }
     assert api.post("/v0/sandboxes", json=body).status_code == 200
     assert api.get(f"/v0/sandboxes/by-external-id/ext-42-{name}").json()["metadata"]["name"] == name
     listed = api.get("/v0/sandboxes", params={"externalId": "ext-42-" + name}).json()
@@ -126,8 +137,17 @@ def test_ttl_deletes_within_about_a_second(api):  # type: ignore[no-untyped-def]
 def test_expiration_policies(api):  # type: ignore[no-untyped-def]
     soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
     dated, idle = unique("date"), unique("idle")
-    for name, policy in ((dated, {"type": "date", "value": soon}), (idle, {"type": "ttl-idle", "value": "3s"})):
-        body = {"metadata": {"name": name}, "spec": {"runtime": {"memory": 512}, "lifecycle": {"expirationPolicies": [{**policy, "action": "delete"}]}}}
+    for name, policy in (
+        (dated, {"type": "date", "value": soon}),
+        (idle, {"type": "ttl-idle", "value": "3s"}),
+    ):
+        body = {
+            "metadata": {"name": name},
+            "spec": {
+                "runtime": {"memory": 512},
+                "lifecycle": {"expirationPolicies": [{**policy, "action": "delete"}]},
+            },
+        }
         assert api.post("/v0/sandboxes", json=body).status_code == 200
     url = api.get(f"/v0/sandboxes/{idle}").json()["metadata"]["url"]
     for _ in range(4):  # activity keeps the idle one alive past its 3 s
@@ -144,7 +164,12 @@ def test_auth_and_tenancy(server, api):  # type: ignore[no-untyped-def]
     name = unique("ten")
     url = create(api, name).json()["metadata"]["url"]
     assert httpx.get(server.url + "/v0/sandboxes").status_code == 401
-    assert httpx.get(server.url + "/v0/sandboxes", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.get(
+            server.url + "/v0/sandboxes", headers={"Authorization": "Bearer wrong"}
+        ).status_code
+        == 401
+    )
     xbl = {"X-Blaxel-Authorization": "Bearer key-a", "X-Blaxel-Workspace": "ws-a"}
     assert httpx.get(server.url + f"/v0/sandboxes/{name}", headers=xbl).status_code == 200
     with server.client("ws-b") as other:

@@ -10,7 +10,16 @@ from conftest import unique
 
 def test_create_get_list_patch_delete(api):  # type: ignore[no-untyped-def]
     name = unique("v1")
-    r = api.post("/v1/sandboxes", json={"name": name, "tier": "xs", "ttl": "2h", "envs": {"NODE_ENV": "production"}, "port": 3000})
+    r = api.post(
+        "/v1/sandboxes",
+        json={
+            "name": name,
+            "tier": "xs",
+            "ttl": "2h",
+            "envs": {"NODE_ENV": "production"},
+            "port": 3000,
+        },
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["id"].startswith("sbox_") and body["name"] == name
@@ -26,7 +35,10 @@ def test_create_get_list_patch_delete(api):  # type: ignore[no-untyped-def]
     created = datetime.fromisoformat(body["createdAt"].replace("Z", "+00:00"))
     assert abs((expires - created).total_seconds() - 7200) < 2
 
-    out = api.post(f"/v1/sandboxes/{name}/process", json={"command": "echo $NODE_ENV", "waitForCompletion": True})
+    out = api.post(
+        f"/v1/sandboxes/{name}/process",
+        json={"command": "echo $NODE_ENV", "waitForCompletion": True},
+    )
     assert out.status_code == 200 and out.json()["stdout"] == "production\n"
     put = api.put(f"/v1/sandboxes/{name}/filesystem/tmp/x.txt", json={"content": "v1 file"})
     assert put.status_code == 200
@@ -79,7 +91,10 @@ def test_validation_errors(api):  # type: ignore[no-untyped-def]
         r = api.post("/v1/sandboxes", json=body)
         assert r.status_code == 400, (body, r.text)
         assert r.json()["message"]
-    ok = api.post("/v1/sandboxes", json={"name": unique("prt"), "ports": [3000, {"target": 8080, "protocol": "HTTP"}]})
+    ok = api.post(
+        "/v1/sandboxes",
+        json={"name": unique("prt"), "ports": [3000, {"target": 8080, "protocol": "HTTP"}]},
+    )
     assert ok.status_code == 201 and [p["target"] for p in ok.json()["ports"]] == [3000, 8080]
     api.delete(f"/v1/sandboxes/{ok.json()['name']}")
 
@@ -101,9 +116,14 @@ def test_per_account_limit_is_422(fresh_server):  # type: ignore[no-untyped-def]
     fresh_server.start()
     with fresh_server.client() as api:
         for i in range(2):
-            assert api.post("/v1/sandboxes", json={"name": f"lim-{i}", "tier": "xs"}).status_code == 201
+            assert (
+                api.post("/v1/sandboxes", json={"name": f"lim-{i}", "tier": "xs"}).status_code
+                == 201
+            )
         r = api.post("/v1/sandboxes", json={"name": "lim-2", "tier": "xs"})
         assert r.status_code == 422 and r.json()["message"]
         assert api.get("/v1/sandboxes/lim-2").status_code == 404  # nothing half-created
         with fresh_server.client("ws-b") as other:  # the limit is per account
-            assert other.post("/v1/sandboxes", json={"name": "lim-0", "tier": "xs"}).status_code == 201
+            assert (
+                other.post("/v1/sandboxes", json={"name": "lim-0", "tier": "xs"}).status_code == 201
+            )

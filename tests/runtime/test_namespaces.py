@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from cove.config import Settings
-from cove.runtime.cgroups import parent_for
 from cove.runtime.base import Limits, RuntimeError_, SandboxConfig, UnknownImage
+from cove.runtime.cgroups import parent_for
 from cove.runtime.namespaces import NamespaceRuntime
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("crun") is None,
-                                reason="needs root and crun")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("crun") is None, reason="needs root and crun"
+)
 
 DATA = Path(os.environ.get("COVE_TEST_DATA_DIR", "/var/lib/cove-rt-test"))
 IMAGES = Path(os.environ.get("COVE_TEST_IMAGES_DIR", "/var/lib/cove/images"))
@@ -25,8 +26,9 @@ CG = parent_for(DATA)
 
 @pytest.fixture
 async def rt():
-    runtime = NamespaceRuntime(Settings(data_dir=DATA, images_dir=IMAGES, database_url="",
-                                        pool_size=1))
+    runtime = NamespaceRuntime(
+        Settings(data_dir=DATA, images_dir=IMAGES, database_url="", pool_size=1)
+    )
     await runtime.start()
     yield runtime
     await runtime.close(destroy_all=True)
@@ -66,8 +68,9 @@ def _read_all(fd: int) -> str:
 
 
 def cfg(sid: str, **limits) -> SandboxConfig:
-    return SandboxConfig(sid, "blaxel/base-image:latest", Limits(**{"memory_mb": 256, **limits}),
-                         hostname="box")  # non-pool hostname: always created from scratch
+    return SandboxConfig(
+        sid, "blaxel/base-image:latest", Limits(**{"memory_mb": 256, **limits}), hostname="box"
+    )  # non-pool hostname: always created from scratch
 
 
 async def test_echo_and_exit_code(rt):
@@ -83,7 +86,9 @@ async def test_pool_claim(rt):
         if rt._pool.get("base"):
             break
         await asyncio.sleep(0.01)
-    h = await rt.create(SandboxConfig("ignored", "blaxel/node:latest", Limits(memory_mb=128, pids=50)))
+    h = await rt.create(
+        SandboxConfig("ignored", "blaxel/node:latest", Limits(memory_mb=128, pids=50))
+    )
     assert h.sandbox_id.startswith("pool-")  # the caller must store handle.sandbox_id
     assert (await run(rt, h, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]))[0] in (0, 1)
     assert Path(f"/sys/fs/cgroup/pids/{CG}/{h.sandbox_id}/pids.max").read_text().strip() == "50"
@@ -102,7 +107,13 @@ async def test_oom_kill(rt):
 
 async def test_pids_limit(rt):
     h = await rt.create(cfg("t-pids", pids=30))
-    code, out = await run(rt, h, ["python3", "-c", """
+    code, out = await run(
+        rt,
+        h,
+        [
+            "python3",
+            "-c",
+            """
 import os, time
 n = 0
 try:
@@ -112,7 +123,9 @@ try:
         n += 1
 except OSError as e:
     print("stopped", n, e.errno)
-"""])
+""",
+        ],
+    )
     assert "stopped" in out and int(out.split()[1]) < 30
     await rt.destroy(h)
     assert_nothing_left(DATA, "t-pids")

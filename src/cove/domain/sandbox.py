@@ -6,14 +6,14 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from cove.domain.durations import parse_duration, parse_timestamp, utcnow
 from cove.domain.errors import InvalidRequest
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     PROVISIONING = "provisioning"
     RUNNING = "running"
     STOPPED = "stopped"

@@ -90,7 +90,10 @@ def memory_usage(parent: str, sandbox_id: str) -> int:
 
 def procs(parent: str, sandbox_id: str) -> list[int]:
     try:
-        return [int(p) for p in (ROOT / "pids" / parent / sandbox_id / "cgroup.procs").read_text().split()]
+        return [
+            int(p)
+            for p in (ROOT / "pids" / parent / sandbox_id / "cgroup.procs").read_text().split()
+        ]
     except OSError:
         return []
 

@@ -33,11 +33,27 @@ def run_detached(root: Path, bundle: Path, sandbox_id: str, listen_fd: int) -> i
     try:
         pid = os.posix_spawn(
             crun,
-            [crun, "--root", str(root), "run", "-d", "--preserve-fds", "1",
-             "--pid-file", str(pid_file), "--bundle", str(bundle), sandbox_id],
+            [
+                crun,
+                "--root",
+                str(root),
+                "run",
+                "-d",
+                "--preserve-fds",
+                "1",
+                "--pid-file",
+                str(pid_file),
+                "--bundle",
+                str(bundle),
+                sandbox_id,
+            ],
             {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
-            file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, out, 1),
-                          (os.POSIX_SPAWN_DUP2, out, 2), (os.POSIX_SPAWN_DUP2, src, 3)],
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, null, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, out, 2),
+                (os.POSIX_SPAWN_DUP2, src, 3),
+            ],
         )
         _, status = os.waitpid(pid, 0)
     finally:
@@ -53,8 +69,12 @@ def run_detached(root: Path, bundle: Path, sandbox_id: str, listen_fd: int) -> i
 
 
 def _quiet(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([binary() or "crun", "--root", str(root), *args],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [binary() or "crun", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def state(root: Path, sandbox_id: str) -> dict | None:

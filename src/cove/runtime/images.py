@@ -55,7 +55,9 @@ def ensure_image(settings: Settings, local: str = BASE, log=None) -> Path:
     A file lock serialises builders across processes; the result appears atomically via rename.
     """
     if local != BASE:
-        raise UnknownImage(f"image {local!r} is not available; available: {', '.join(PUBLIC_NAMES)}")
+        raise UnknownImage(
+            f"image {local!r} is not available; available: {', '.join(PUBLIC_NAMES)}"
+        )
     out = image_path(settings, local)
     if out.exists():
         return out
@@ -76,27 +78,55 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
-        raise RuntimeError_(f"building image failed at {what} (rc={proc.returncode}):\n" + "\n".join(tail))
+        raise RuntimeError_(
+            f"building image failed at {what} (rc={proc.returncode}):\n" + "\n".join(tail)
+        )
 
 
 def _build_base(images_dir: Path, out: Path, log) -> None:
     for tool in ("debootstrap", "mkfs.erofs", "chroot"):
         if shutil.which(tool) is None:
-            raise RuntimeError_(f"cove needs {tool} to build the base image (apt-get install "
-                                f"{'erofs-utils' if tool == 'mkfs.erofs' else tool})")
+            raise RuntimeError_(
+                f"cove needs {tool} to build the base image (apt-get install "
+                f"{'erofs-utils' if tool == 'mkfs.erofs' else tool})"
+            )
     tmp_root = images_dir / f"{out.stem}.rootfs.tmp"
     tmp_img = images_dir / f"{out.name}.tmp"
     shutil.rmtree(tmp_root, ignore_errors=True)
     tmp_img.unlink(missing_ok=True)
     try:
         log(f"building image '{out.stem}' with debootstrap (takes a minute or two, once)")
-        _run(["debootstrap", "--variant=minbase", f"--include={DEBOOTSTRAP_INCLUDE}", SUITE,
-              str(tmp_root)], "debootstrap")
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
-               "LANG": "C.UTF-8", "HOME": "/root"}
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={DEBOOTSTRAP_INCLUDE}",
+                SUITE,
+                str(tmp_root),
+            ],
+            "debootstrap",
+        )
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "DEBIAN_FRONTEND": "noninteractive",
+            "LANG": "C.UTF-8",
+            "HOME": "/root",
+        }
         log("installing nodejs and npm")
-        _run(["chroot", str(tmp_root), "apt-get", "install", "-y", "-q",
-              "--no-install-recommends", *APT_EXTRA], "apt-get install", env)
+        _run(
+            [
+                "chroot",
+                str(tmp_root),
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                *APT_EXTRA,
+            ],
+            "apt-get install",
+            env,
+        )
         _run(["chroot", str(tmp_root), "apt-get", "clean"], "apt-get clean", env)
         _slim(tmp_root)
         log("writing EROFS image")

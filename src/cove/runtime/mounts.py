@@ -8,8 +8,13 @@ import os
 from pathlib import Path
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 MS_RDONLY = 1
@@ -20,8 +25,16 @@ MNT_DETACH = 2
 
 
 def mount(source: str, target: Path, fstype: str, flags: int = 0, data: str = "") -> None:
-    if _libc.mount(source.encode(), str(target).encode(), fstype.encode(), flags,
-                   data.encode() if data else None) != 0:
+    if (
+        _libc.mount(
+            source.encode(),
+            str(target).encode(),
+            fstype.encode(),
+            flags,
+            data.encode() if data else None,
+        )
+        != 0
+    ):
         err = ctypes.get_errno()
         raise OSError(err, f"mount {fstype} {source} on {target}: {os.strerror(err)}")
 
@@ -62,8 +75,13 @@ def mount_rootfs(sandbox_dir: Path, lower: Path, disk_mb: int) -> Path:
     try:
         (upper / "u").mkdir()
         (upper / "w").mkdir()
-        mount("overlay", rootfs, "overlay", 0,
-              f"lowerdir={lower},upperdir={upper / 'u'},workdir={upper / 'w'}")
+        mount(
+            "overlay",
+            rootfs,
+            "overlay",
+            0,
+            f"lowerdir={lower},upperdir={upper / 'u'},workdir={upper / 'w'}",
+        )
     except BaseException:
         umount(upper)
         raise

@@ -72,12 +72,15 @@ class NamespaceRuntime:
         if os.geteuid() != 0:
             missing.append("root privileges (run as root)")
         fs = Path("/proc/filesystems").read_text().split()
-        missing += [f"kernel support for {f} (modprobe {f})" for f in ("overlay", "erofs")
-                    if f not in fs]
+        missing += [
+            f"kernel support for {f} (modprobe {f})" for f in ("overlay", "erofs") if f not in fs
+        ]
         if crun.binary() is None:
             missing.append("crun on PATH (apt-get install crun)")
-        missing += [f"the cgroup v1 '{c}' hierarchy at /sys/fs/cgroup/{c}"
-                    for c in cgroups.missing_controllers()]
+        missing += [
+            f"the cgroup v1 '{c}' hierarchy at /sys/fs/cgroup/{c}"
+            for c in cgroups.missing_controllers()
+        ]
         if not (self.bin_dir / "zygote").exists() and shutil.which("gcc") is None:
             missing.append("gcc to build the sandbox init (apt-get install gcc)")
         if missing:
@@ -125,17 +128,24 @@ class NamespaceRuntime:
             handle.image = config.image
             self._write_meta(handle)
             return handle
-        return await self._create_fresh(config.sandbox_id, local, config.image, config.limits,
-                                        config.hostname)
+        return await self._create_fresh(
+            config.sandbox_id, local, config.image, config.limits, config.hostname
+        )
 
     def _claim(self, handle: SandboxHandle, limits: Limits) -> None:
         cgroups.apply_limits(self._cg, handle.sandbox_id, limits)
         if limits.disk_mb != self.settings.default_disk_mb:
-            mounts.mount("tmpfs", self.run_dir / handle.sandbox_id / "upper", "tmpfs",
-                         mounts.MS_REMOUNT | mounts.MS_NODEV, f"size={int(limits.disk_mb)}m")
+            mounts.mount(
+                "tmpfs",
+                self.run_dir / handle.sandbox_id / "upper",
+                "tmpfs",
+                mounts.MS_REMOUNT | mounts.MS_NODEV,
+                f"size={int(limits.disk_mb)}m",
+            )
 
-    async def _create_fresh(self, sid: str, local: str, image: str, limits: Limits,
-                            hostname: str) -> SandboxHandle:
+    async def _create_fresh(
+        self, sid: str, local: str, image: str, limits: Limits, hostname: str
+    ) -> SandboxHandle:
         if not _ID.match(sid):
             raise RuntimeError_(f"invalid sandbox id {sid!r}")
         bundle = self.run_dir / sid
@@ -149,10 +159,12 @@ class NamespaceRuntime:
             # pushed first so that a failure at any later step leaves nothing behind.
             undo.callback(self._live.discard, sid)
             undo.callback(self._teardown, sid)
-            rootfs = mounts.mount_rootfs(bundle, images.mount_dir(self.settings, local),
-                                         limits.disk_mb)
-            cfg = oci.build_config(sid, rootfs, self.bin_dir, limits, hostname, self._memsw,
-                                   self._cg)
+            rootfs = mounts.mount_rootfs(
+                bundle, images.mount_dir(self.settings, local), limits.disk_mb
+            )
+            cfg = oci.build_config(
+                sid, rootfs, self.bin_dir, limits, hostname, self._memsw, self._cg
+            )
             oci.write_config(bundle, cfg)
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
                 listener.bind(str(bundle / "ctl.sock"))
@@ -160,7 +172,8 @@ class NamespaceRuntime:
                 # crun brings `lo` up in the fresh net ns itself (checked: flags 0x9), so the
                 # sandbox has working loopback and nothing else; no host-side setns needed.
                 init_pid = await asyncio.to_thread(
-                    crun.run_detached, self.crun_root, bundle, sid, listener.fileno())
+                    crun.run_detached, self.crun_root, bundle, sid, listener.fileno()
+                )
             handle = SandboxHandle(sid, image, rootfs, init_pid)
             self._clients[sid] = await ZygoteClient.connect(bundle / "ctl.sock")
             self._write_meta(handle)
@@ -169,7 +182,8 @@ class NamespaceRuntime:
 
     def _write_meta(self, handle: SandboxHandle) -> None:
         (self.run_dir / handle.sandbox_id / "meta.json").write_text(
-            json.dumps({"image": handle.image, "init_pid": handle.init_pid}))
+            json.dumps({"image": handle.image, "init_pid": handle.init_pid})
+        )
 
     # -- warm pool ------------------------------------------------------------------------------
 
@@ -180,8 +194,11 @@ class NamespaceRuntime:
 
     async def _fill(self, local: str) -> None:
         pool = self._pool.setdefault(local, [])
-        limits = Limits(memory_mb=POOL_MEMORY_MB, pids=self.settings.default_pids,
-                        disk_mb=self.settings.default_disk_mb)
+        limits = Limits(
+            memory_mb=POOL_MEMORY_MB,
+            pids=self.settings.default_pids,
+            disk_mb=self.settings.default_disk_mb,
+        )
         failures = 0
         while len(pool) < self.settings.pool_size and failures < 3:
             sid = f"pool-{secrets.token_hex(6)}"
@@ -239,8 +256,14 @@ class NamespaceRuntime:
             self._clients[handle.sandbox_id] = client
         return client
 
-    async def spawn(self, handle: SandboxHandle, argv: list[str], env: dict[str, str], cwd: str,
-                    stdio: tuple[int, int, int]) -> SpawnedProcess:
+    async def spawn(
+        self,
+        handle: SandboxHandle,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        stdio: tuple[int, int, int],
+    ) -> SpawnedProcess:
         client = await self._client(handle)
         return await client.spawn(argv, env, cwd, stdio)
 

@@ -9,18 +9,53 @@ from cove.runtime.base import Limits
 
 ZYGOTE_DIR = "/.cove"  # data_dir/bin bind-mounted read-only here; holds the zygote binary
 CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "HOME=/root", "TERM=xterm"]
+DEFAULT_ENV = [
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/root",
+    "TERM=xterm",
+]
 
 # isolation.md §2: ALLOW by default, EPERM for what a sandbox never needs and what widens the
 # kernel attack surface (mounting, new namespaces, tracing, keyrings, bpf, modules, clocks, ...).
 DENY = [
-    "mount", "umount2", "ptrace", "kexec_load", "kexec_file_load", "bpf", "keyctl", "add_key",
-    "request_key", "unshare", "setns", "init_module", "finit_module", "delete_module",
-    "perf_event_open", "userfaultfd", "open_by_handle_at", "name_to_handle_at", "pivot_root",
-    "swapon", "swapoff", "reboot", "acct", "settimeofday", "clock_settime", "iopl", "ioperm",
-    "lookup_dcookie", "fsopen", "fsmount", "move_mount", "open_tree", "fsconfig", "fspick",
-    "mount_setattr", "process_vm_readv", "process_vm_writev", "pidfd_getfd",
+    "mount",
+    "umount2",
+    "ptrace",
+    "kexec_load",
+    "kexec_file_load",
+    "bpf",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "unshare",
+    "setns",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "perf_event_open",
+    "userfaultfd",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "pivot_root",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "iopl",
+    "ioperm",
+    "lookup_dcookie",
+    "fsopen",
+    "fsmount",
+    "move_mount",
+    "open_tree",
+    "fsconfig",
+    "fspick",
+    "mount_setattr",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
 ]
 CLONE_NEWUSER = 0x10000000
 EPERM, ENOSYS = 1, 38
@@ -33,9 +68,19 @@ def seccomp() -> dict:
         "syscalls": [
             {"names": DENY, "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
             # unshare is denied above, but clone(CLONE_NEWUSER) would still make a user namespace.
-            {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
-             "args": [{"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER,
-                       "op": "SCMP_CMP_MASKED_EQ"}]},
+            {
+                "names": ["clone"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": EPERM,
+                "args": [
+                    {
+                        "index": 0,
+                        "value": CLONE_NEWUSER,
+                        "valueTwo": CLONE_NEWUSER,
+                        "op": "SCMP_CMP_MASKED_EQ",
+                    }
+                ],
+            },
             # clone3 passes its flags in memory, which seccomp cannot inspect: answer ENOSYS so
             # libc falls back to clone(2), which the rule above checks (Docker does the same).
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
@@ -56,8 +101,15 @@ def resources(limits: Limits, memsw: bool) -> dict:
     }
 
 
-def build_config(sandbox_id: str, rootfs: Path, zygote_dir: Path, limits: Limits,
-                 hostname: str, memsw: bool, cgroup_parent: str) -> dict:
+def build_config(
+    sandbox_id: str,
+    rootfs: Path,
+    zygote_dir: Path,
+    limits: Limits,
+    hostname: str,
+    memsw: bool,
+    cgroup_parent: str,
+) -> dict:
     nosuid = ["nosuid", "noexec", "nodev"]
     return {
         "ociVersion": "1.0.0",
@@ -78,16 +130,39 @@ def build_config(sandbox_id: str, rootfs: Path, zygote_dir: Path, limits: Limits
         "hostname": hostname,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": [*nosuid, "mode=1777", "size=65536k"]},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
+            {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": [
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                    "gid=5",
+                ],
+            },
+            {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "shm",
+                "options": [*nosuid, "mode=1777", "size=65536k"],
+            },
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": nosuid},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*nosuid, "ro"]},
-            {"destination": ZYGOTE_DIR, "type": "bind", "source": str(zygote_dir),
-             "options": ["rbind", "ro", "nosuid", "nodev"]},
+            {
+                "destination": ZYGOTE_DIR,
+                "type": "bind",
+                "source": str(zygote_dir),
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            },
         ],
         "linux": {
             "cgroupsPath": f"/{cgroup_parent}/{sandbox_id}",
@@ -96,11 +171,25 @@ def build_config(sandbox_id: str, rootfs: Path, zygote_dir: Path, limits: Limits
             # that needs a uid-shifted image (see isolation.md).
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
             "seccomp": seccomp(),
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                              "/proc/sysrq-trigger"],
+            "maskedPaths": [
+                "/proc/acpi",
+                "/proc/asound",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/sys/firmware",
+                "/proc/scsi",
+            ],
+            "readonlyPaths": [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+            ],
         },
     }
 

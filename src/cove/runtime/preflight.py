@@ -33,8 +33,10 @@ def _has_cgroup(controller: str) -> bool:
     v1 = Path("/sys/fs/cgroup") / controller
     if v1.is_dir() and (v1 / "cgroup.procs").exists():
         return True
-    for unified in (Path("/sys/fs/cgroup/cgroup.controllers"),
-                    Path("/sys/fs/cgroup/unified/cgroup.controllers")):
+    for unified in (
+        Path("/sys/fs/cgroup/cgroup.controllers"),
+        Path("/sys/fs/cgroup/unified/cgroup.controllers"),
+    ):
         if unified.exists() and controller in unified.read_text().split():
             return True
     return False

@@ -32,12 +32,15 @@ def build_zygote(source: Path, binary: Path) -> Path:
     binary.parent.mkdir(parents=True, exist_ok=True)
     tmp = binary.with_name(binary.name + f".tmp{os.getpid()}")
     try:
-        proc = subprocess.run(["gcc", "-static", "-Os", "-o", str(tmp), str(source)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["gcc", "-static", "-Os", "-o", str(tmp), str(source)], capture_output=True, text=True
+        )
     except FileNotFoundError:
         from cove.runtime.base import RuntimeError_
 
-        raise RuntimeError_("cove needs gcc to build its sandbox init (apt-get install gcc)") from None
+        raise RuntimeError_(
+            "cove needs gcc to build its sandbox init (apt-get install gcc)"
+        ) from None
     if proc.returncode != 0:
         from cove.runtime.base import RuntimeError_
 
@@ -90,16 +93,20 @@ class ZygoteClient:
 
     # -- requests -------------------------------------------------------------------------------
 
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
-                    stdio: tuple[int, int, int]) -> SpawnedProcess:
+    async def spawn(
+        self, argv: list[str], env: dict[str, str], cwd: str, stdio: tuple[int, int, int]
+    ) -> SpawnedProcess:
         if not argv:
             raise ValueError("argv must not be empty")
         strings = [cwd, *argv, *(f"{k}={v}" for k, v in env.items())]
         if any("\0" in s for s in strings) or any("=" in k or not k for k in env):
-            raise ValueError("argv, env and cwd must not contain NUL; env keys no '=' and not empty")
+            raise ValueError(
+                "argv, env and cwd must not contain NUL; env keys no '=' and not empty"
+            )
         rid = next(self._ids) & 0xFFFFFFFF
         body = _SPAWN_HDR.pack(1, rid, len(argv), len(env)) + b"".join(
-            s.encode() + b"\0" for s in strings)
+            s.encode() + b"\0" for s in strings
+        )
         if len(body) > MAX_MESSAGE:
             raise ValueError(f"argv+env too large ({len(body)} bytes > {MAX_MESSAGE})")
         pending = _Pending(self._loop)
@@ -126,7 +133,11 @@ class ZygoteClient:
     def _send(self, data: bytes, fds: list[int]) -> None:
         if self.closed:
             raise SandboxGone("sandbox init is gone")
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
+        anc = (
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+            if fds
+            else []
+        )
         try:
             # One datagram; the zygote drains quickly, so EAGAIN here means it is wedged or dead.
             self._sock.sendmsg([data], anc)

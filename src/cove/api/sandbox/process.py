@@ -75,7 +75,9 @@ async def get(request: Request) -> Response:
 @guarded
 async def logs(request: Request) -> Response:
     p = _processes(request).get(request.path_params["proc"])
-    return JSONResponse({"logs": p.logs.text(), "stdout": p.stdout.text(), "stderr": p.stderr.text()})
+    return JSONResponse(
+        {"logs": p.logs.text(), "stdout": p.stdout.text(), "stderr": p.stderr.text()}
+    )
 
 
 @guarded

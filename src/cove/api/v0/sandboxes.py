@@ -22,7 +22,12 @@ def _error(exc: CoveError) -> Response:
 
 def _create_error(exc: CoveError) -> Response:
     """Create answers the SDK's SandboxError shape (string code, status_code)."""
-    body = {"code": exc.code, "message": exc.message, "status_code": exc.status, "error": exc.message}
+    body = {
+        "code": exc.code,
+        "message": exc.message,
+        "status_code": exc.status,
+        "error": exc.message,
+    }
     return JSONResponse(body, status_code=exc.status)
 
 
