@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from server import KEYS, CoveServer  # noqa: E402
 
 ANCHORS = ROOT.parent / "shared" / "tools" / "bench-anchors"
+POOL_FILL_S = 5.0
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}"}
 
 
@@ -187,7 +188,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--idle", type=int, default=1000)
-    parser.add_argument("--pool", type=int, default=4)
+    parser.add_argument("--pool", type=int, default=100, help="COVE_POOL_SIZE of the server")
     parser.add_argument("--no-anchors", action="store_true")
     args = parser.parse_args()
 
@@ -196,6 +197,7 @@ def main() -> None:
     data_dir.mkdir(parents=True)
     server = CoveServer(data_dir, COVE_POOL_SIZE=str(args.pool), COVE_MAX_SANDBOXES="100000")
     server.start()
+    time.sleep(POOL_FILL_S)  # the warm pool fills in the background after start
     try:
         with httpx.Client(base_url=server.url, headers=HEADERS, timeout=120) as client:
             seq = emit("create_to_first_exec_sequential", sequential(client, args.n))
@@ -204,6 +206,7 @@ def main() -> None:
                 asyncio.run(burst(server.url, args.burst)),
                 concurrency=args.burst,
             )
+            time.sleep(POOL_FILL_S)  # refill after the burst before timing exec
             rt = emit("exec_round_trip", exec_round_trip(client, args.n * 2))
             if args.idle:
                 idle_density(client, args.idle)

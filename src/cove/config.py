@@ -37,7 +37,7 @@ class Settings:
     database_url: str
     api_keys: list[ApiKeySeed] = field(default_factory=list)
     public_url: str = ""  # base URL clients use to reach this server; derived from host:port
-    pool_size: int = 2  # warm sandboxes kept per image
+    pool_size: int = 8  # warm sandboxes kept per image
     max_sandboxes_per_workspace: int = 100
     default_disk_mb: int = 4096
     default_pids: int = 1024
@@ -59,7 +59,7 @@ class Settings:
             or f"sqlite+aiosqlite:///{data_dir / 'cove.db'}",
             api_keys=parse_api_keys(os.environ.get("COVE_API_KEYS", "")),
             public_url=(os.environ.get("COVE_PUBLIC_URL") or public_url).rstrip("/"),
-            pool_size=_int("COVE_POOL_SIZE", 2),
+            pool_size=_int("COVE_POOL_SIZE", 8),
             max_sandboxes_per_workspace=_int("COVE_MAX_SANDBOXES", 100),
             default_disk_mb=_int("COVE_DISK_MB", 4096),
             default_pids=_int("COVE_PIDS_LIMIT", 1024),
