@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cove.config import Settings
 from cove.runtime import cgroups, crun, images, mounts, oci
+from cove.runtime.background import in_background, restore_priority
 from cove.runtime.base import (
     Limits,
     RuntimeError_,
@@ -34,6 +35,7 @@ from cove.runtime.zygote import ZygoteClient, build_zygote
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 POOL_HOSTNAME = "sandbox"
+REFILL_QUIET_S = 0.1
 POOL_MEMORY_MB = 1024  # placeholder until claimed; claim rewrites every limit
 
 
@@ -47,6 +49,7 @@ class NamespaceRuntime:
         self._live: set[str] = set()  # every sandbox this instance created (pool or claimed)
         self._pool: dict[str, list[SandboxHandle]] = {}
         self._pool_tasks: dict[str, asyncio.Task] = {}
+        self._refill_timers: dict[str, asyncio.TimerHandle] = {}
         self._cg = cgroups.parent_for(settings.data_dir)
         self._memsw = (cgroups.ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
         self._started = False
@@ -87,6 +90,9 @@ class NamespaceRuntime:
             raise RuntimeError_("cove needs: " + "; ".join(missing))
 
     async def close(self, destroy_all: bool) -> None:
+        for timer in self._refill_timers.values():
+            timer.cancel()
+        self._refill_timers.clear()
         for task in self._pool_tasks.values():
             task.cancel()
         for task in self._pool_tasks.values():
@@ -122,9 +128,9 @@ class NamespaceRuntime:
             self._refill(local)
             try:
                 self._claim(handle, config.limits)
-            except OSError:
+            except OSError as exc:
                 await self.destroy(handle)
-                raise
+                raise RuntimeError_(f"could not apply limits to a pooled sandbox: {exc}") from None
             handle.image = config.image
             self._write_meta(handle)
             return handle
@@ -133,6 +139,7 @@ class NamespaceRuntime:
         )
 
     def _claim(self, handle: SandboxHandle, limits: Limits) -> None:
+        restore_priority(handle.init_pid)  # pooled inits start at background priority
         cgroups.apply_limits(self._cg, handle.sandbox_id, limits)
         if limits.disk_mb != self.settings.default_disk_mb:
             mounts.mount(
@@ -144,7 +151,13 @@ class NamespaceRuntime:
             )
 
     async def _create_fresh(
-        self, sid: str, local: str, image: str, limits: Limits, hostname: str
+        self,
+        sid: str,
+        local: str,
+        image: str,
+        limits: Limits,
+        hostname: str,
+        background: bool = False,
     ) -> SandboxHandle:
         if not _ID.match(sid):
             raise RuntimeError_(f"invalid sandbox id {sid!r}")
@@ -171,7 +184,8 @@ class NamespaceRuntime:
                 listener.listen(8)
                 # crun brings `lo` up in the fresh net ns itself (checked: flags 0x9), so the
                 # sandbox has working loopback and nothing else; no host-side setns needed.
-                init_pid = await asyncio.to_thread(
+                run = in_background if background else asyncio.to_thread
+                init_pid = await run(
                     crun.run_detached, self.crun_root, bundle, sid, listener.fileno()
                 )
             handle = SandboxHandle(sid, image, rootfs, init_pid)
@@ -188,6 +202,19 @@ class NamespaceRuntime:
     # -- warm pool ------------------------------------------------------------------------------
 
     def _refill(self, local: str) -> None:
+        """Refill once claims pause for REFILL_QUIET_S (at once when the pool ran dry): a
+        refill's crun run and cgroup set-up slow down the claims of a burst it overlaps."""
+        timer = self._refill_timers.pop(local, None)
+        if timer is not None:
+            timer.cancel()
+        if self._pool.get(local):
+            loop = asyncio.get_running_loop()
+            self._refill_timers[local] = loop.call_later(REFILL_QUIET_S, self._fill_now, local)
+        else:
+            self._fill_now(local)
+
+    def _fill_now(self, local: str) -> None:
+        self._refill_timers.pop(local, None)
         task = self._pool_tasks.get(local)
         if task is None or task.done():
             self._pool_tasks[local] = asyncio.get_running_loop().create_task(self._fill(local))
@@ -203,7 +230,9 @@ class NamespaceRuntime:
         while len(pool) < self.settings.pool_size and failures < 3:
             sid = f"pool-{secrets.token_hex(6)}"
             try:
-                pool.append(await self._create_fresh(sid, local, local, limits, POOL_HOSTNAME))
+                pool.append(
+                    await self._create_fresh(sid, local, local, limits, POOL_HOSTNAME, background=True)
+                )
             except RuntimeError_:
                 failures += 1  # logged by the caller's create path; don't spin
                 await asyncio.sleep(0.5 * failures)
@@ -279,7 +308,7 @@ class NamespaceRuntime:
         client = self._clients.pop(handle.sandbox_id, None)
         if client is not None:
             client.close()
-        await asyncio.to_thread(self._teardown, handle.sandbox_id)
+        await in_background(self._teardown, handle.sandbox_id)
         self._live.discard(handle.sandbox_id)
 
     def _teardown(self, sid: str) -> None:
