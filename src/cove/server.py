@@ -20,6 +20,7 @@ from cove.services.sandboxes import SandboxService
 from cove.store.db import create_schema, make_engine
 from cove.store.keys import KeyRepo
 from cove.store.sandboxes import SandboxRepo
+from cove.store.writer import Writer
 
 log = logging.getLogger("cove")
 
@@ -44,7 +45,7 @@ def create_app(settings: Settings) -> Starlette:
         auth = AuthService(KeyRepo(engine))
         await auth.load(settings.api_keys)
         service = SandboxService(
-            SandboxRepo(engine),
+            SandboxRepo(engine, Writer(engine)),
             runtime,
             settings.max_sandboxes_per_workspace,
             settings.default_disk_mb,

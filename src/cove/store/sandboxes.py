@@ -12,23 +12,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cove.domain.errors import Conflict
 from cove.domain.sandbox import ExpirationPolicy, Port, Sandbox, SandboxSpec, Status
 from cove.store.db import sandboxes as table
+from cove.store.writer import Writer
 
 
 class SandboxRepo:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self._engine = engine
+        self._writer = writer
 
     async def insert(self, sandbox: Sandbox) -> None:
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(table.insert().values(**_row(sandbox)))
+            await self._writer.write(table.insert().values(**_row(sandbox)))
         except IntegrityError:
             raise Conflict(f"sandbox {sandbox.name!r} already exists") from None
 
     async def save(self, sandbox: Sandbox) -> None:
         row = _row(sandbox)
-        async with self._engine.begin() as conn:
-            await conn.execute(table.update().where(table.c.id == sandbox.id).values(**row))
+        await self._writer.write(table.update().where(table.c.id == sandbox.id).values(**row))
 
     async def live(self) -> list[Sandbox]:
         """Every sandbox not yet deleted, across workspaces (for restart and expiry)."""
