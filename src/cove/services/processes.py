@@ -85,6 +85,10 @@ class ProcessManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
+    def set_env(self, env: dict[str, str]) -> None:
+        """The sandbox's envs for processes started from now on (a PUT replaced them)."""
+        self._env = dict(env)
+
     async def exec(self, req: ExecRequest) -> Process:
         name = req.name or "proc-" + secrets.token_hex(4)
         if any(p.name == name and p.status == "running" for p in self._by_pid.values()):

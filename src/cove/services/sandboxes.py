@@ -197,7 +197,7 @@ class SandboxService:
         record.spec = spec
         record.set_ttl_from_spec()
         if live.processes is not None:
-            live.processes._env = dict(spec.envs)
+            live.processes.set_env(spec.envs)
         await self._save(record)
         return live
 
