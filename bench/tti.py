@@ -26,6 +26,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+from rawhttp import RawClient  # noqa: E402
 from server import KEYS, CoveServer  # noqa: E402
 
 ANCHORS = ROOT.parent / "shared" / "tools" / "bench-anchors"
@@ -71,25 +73,32 @@ def sequential(client: httpx.Client, n: int) -> list[float]:
 
 
 async def burst(base: str, n: int) -> list[float]:
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(base_url=base, headers=HEADERS, limits=limits, timeout=120) as c:
+    """n clients at once, each on its own connection: create, then first exec."""
 
-        async def one(i: int) -> float:
+    async def one(i: int) -> float:
+        client = RawClient(base, HEADERS)
+        try:
             name = f"burst-{i}-" + uuid.uuid4().hex[:6]
             t0 = time.perf_counter()
-            r = await c.post("/v0/sandboxes", json=create_body(name))
-            assert r.status_code == 200, r.text
-            out = await c.post(
-                r.json()["metadata"]["url"] + "/process",
-                json={"command": "echo hi", "waitForCompletion": True},
+            status, body = await client.request("POST", "/v0/sandboxes", create_body(name))
+            assert status == 200, body
+            status, out = await client.request(
+                "POST",
+                body["metadata"]["url"] + "/process",
+                {"command": "echo hi", "waitForCompletion": True},
             )
-            assert out.json()["stdout"] == "hi\n"
+            assert out["stdout"] == "hi\n", out
             return (time.perf_counter() - t0) * 1000
+        finally:
+            await client.close()
 
-        samples = await asyncio.gather(*(one(i) for i in range(n)))
-        names = [s["metadata"]["name"] for s in (await c.get("/v0/sandboxes")).json()]
-        await asyncio.gather(*(c.delete(f"/v0/sandboxes/{name}") for name in names))
-        return list(samples)
+    samples = list(await asyncio.gather(*(one(i) for i in range(n))))
+    cleaner = RawClient(base, HEADERS)
+    _, listed = await cleaner.request("GET", "/v0/sandboxes")
+    for sandbox in listed:
+        await cleaner.request("DELETE", f"/v0/sandboxes/{sandbox['metadata']['name']}")
+    await cleaner.close()
+    return samples
 
 
 def exec_round_trip(client: httpx.Client, n: int) -> list[float]:
@@ -201,6 +210,7 @@ def main() -> None:
     try:
         with httpx.Client(base_url=server.url, headers=HEADERS, timeout=120) as client:
             seq = emit("create_to_first_exec_sequential", sequential(client, args.n))
+            time.sleep(POOL_FILL_S)  # each phase starts with a full warm pool
             bst = emit(
                 "create_to_first_exec_burst",
                 asyncio.run(burst(server.url, args.burst)),

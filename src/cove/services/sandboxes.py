@@ -81,6 +81,7 @@ class SandboxService:
         self._pids = pids
         self._live: dict[tuple[str, str], LiveSandbox] = {}
         self._by_id: dict[str, LiveSandbox] = {}
+        self._count: dict[str, int] = {}  # live sandboxes per workspace (the limit check)
         self._background: set[asyncio.Task[None]] = set()
 
     # -- create -------------------------------------------------------------------------
@@ -96,7 +97,7 @@ class SandboxService:
             if req.if_not_exists:
                 return existing
             raise Conflict(f"sandbox {name!r} already exists")
-        if sum(1 for (ws, _) in self._live if ws == workspace) >= self._max:
+        if self._count.get(workspace, 0) >= self._max:
             raise LimitExceeded(f"workspace {workspace!r} has reached its limit of {self._max}")
         record = Sandbox(new_sandbox_id(), workspace, name, req.spec, source=req.source)
         record.external_id = req.external_id
@@ -288,11 +289,14 @@ class SandboxService:
                     await self.delete(live.record.workspace, live.record.name, "expired")
 
     def _register(self, live: LiveSandbox) -> None:
-        self._live[(live.record.workspace, live.record.name)] = live
+        workspace = live.record.workspace
+        self._live[(workspace, live.record.name)] = live
         self._by_id[live.record.id] = live
+        self._count[workspace] = self._count.get(workspace, 0) + 1
 
     def _unregister(self, live: LiveSandbox) -> None:
         key = (live.record.workspace, live.record.name)
         if self._live.get(key) is live:
             del self._live[key]
+            self._count[key[0]] -= 1
         self._by_id.pop(live.record.id, None)

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,6 +14,10 @@ from cove.domain.errors import Conflict
 from cove.domain.sandbox import ExpirationPolicy, Port, Sandbox, SandboxSpec, Status
 from cove.store.db import sandboxes as table
 from cove.store.writer import Writer
+
+# Built once: per-call .values(**row) cost ~1 ms of statement construction on every write.
+_INSERT = table.insert()
+_UPDATE = table.update().where(table.c.id == sa.bindparam("key"))
 
 
 class SandboxRepo:
@@ -22,13 +27,14 @@ class SandboxRepo:
 
     async def insert(self, sandbox: Sandbox) -> None:
         try:
-            await self._writer.write(table.insert().values(**_row(sandbox)))
+            await self._writer.write(_INSERT, _row(sandbox))
         except IntegrityError:
             raise Conflict(f"sandbox {sandbox.name!r} already exists") from None
 
     async def save(self, sandbox: Sandbox) -> None:
         row = _row(sandbox)
-        await self._writer.write(table.update().where(table.c.id == sandbox.id).values(**row))
+        row["key"] = row.pop("id")
+        await self._writer.write(_UPDATE, row)
 
     async def live(self) -> list[Sandbox]:
         """Every sandbox not yet deleted, across workspaces (for restart and expiry)."""

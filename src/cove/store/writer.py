@@ -10,20 +10,24 @@ only the guilty one fails.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
+
+# A statement built once (its compiled form is cached) and the parameters of one write.
+Write = tuple[Executable, dict[str, Any]]
 
 
 class Writer:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._queue: list[tuple[Executable, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Write, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def write(self, statement: Executable) -> None:
+    async def write(self, statement: Executable, params: dict[str, Any]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((statement, done))
+        self._queue.append(((statement, params), done))
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._drain())
         await done
@@ -40,12 +44,12 @@ class Writer:
                     if not done.done():
                         done.set_result(None)
 
-    async def _commit(self, statements: list[Executable]) -> None:
+    async def _commit(self, writes: list[Write]) -> None:
         async with self._engine.begin() as conn:
-            for statement in statements:
-                await conn.execute(statement)
+            for statement, params in writes:
+                await conn.execute(statement, params)
 
-    async def _one_by_one(self, batch: list[tuple[Executable, asyncio.Future[None]]]) -> None:
+    async def _one_by_one(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
         for statement, done in batch:
             try:
                 await self._commit([statement])
