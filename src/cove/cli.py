@@ -42,7 +42,11 @@ def _serve(host: str, port: int, log_level: str) -> int:
     if problem:
         print(f"cove: {problem}", file=sys.stderr)
         return 2
-    settings = Settings.from_env(public_url=_public_url(host, port))
+    try:
+        settings = Settings.from_env(public_url=_public_url(host, port))
+    except ValueError as exc:
+        print(f"cove: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         create_app(settings),
         host=host,

@@ -8,8 +8,12 @@ from pathlib import Path
 
 
 def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    return int(raw) if raw.strip() else default
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name}={raw!r} is not a whole number")
+    return int(raw)
 
 
 @dataclass(frozen=True)

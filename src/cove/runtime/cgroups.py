@@ -59,26 +59,28 @@ def _write(path: Path, value: str) -> None:
         pass
 
 
-def apply_limits(parent: str, sandbox_id: str, limits: Limits) -> None:
-    """Rewrite the limits of a running sandbox (pool claim). Order matters for memsw: it must stay
-    >= memory.limit, so raise memsw first when growing and last when shrinking."""
-    mem = ROOT / "memory" / parent / sandbox_id
+def apply_limits(parent: str, sandbox_id: str, limits: Limits, current_mb: int) -> None:
+    """Rewrite the limits of a running sandbox (pool claim; on the create hot path, so plain
+    string paths and raw writes). memsw must stay >= memory.limit: raise it first when
+    growing, last when shrinking."""
+    mem = f"{ROOT}/memory/{parent}/{sandbox_id}/"
     limit = str(limits.memory_mb * 2**20)
-    memsw = mem / "memory.memsw.limit_in_bytes"
-    order = [mem / "memory.limit_in_bytes"]
-    if memsw.exists():
-        order = [memsw, *order] if _grows(mem, limits) else [*order, memsw]
+    order = [mem + "memory.limit_in_bytes"]
+    if os.path.exists(mem + "memory.memsw.limit_in_bytes"):
+        memsw = mem + "memory.memsw.limit_in_bytes"
+        order = [memsw, *order] if limits.memory_mb > current_mb else [*order, memsw]
     for path in order:
-        _write(path, limit)
-    _write(ROOT / "pids" / parent / sandbox_id / "pids.max", str(limits.pids))
-    _write(ROOT / "cpu" / parent / sandbox_id / "cpu.shares", str(limits.cpu_weight))
+        _write_fast(path, limit)
+    _write_fast(f"{ROOT}/pids/{parent}/{sandbox_id}/pids.max", str(limits.pids))
+    _write_fast(f"{ROOT}/cpu/{parent}/{sandbox_id}/cpu.shares", str(limits.cpu_weight))
 
 
-def _grows(mem: Path, limits: Limits) -> bool:
+def _write_fast(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        return limits.memory_mb * 2**20 > int((mem / "memory.limit_in_bytes").read_text())
-    except (OSError, ValueError):
-        return True
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def memory_usage(parent: str, sandbox_id: str) -> int:
