@@ -131,8 +131,7 @@ class NamespaceRuntime:
             except OSError as exc:
                 await self.destroy(handle)
                 raise RuntimeError_(f"could not apply limits to a pooled sandbox: {exc}") from None
-            handle.image = config.image
-            self._write_meta(handle)
+            handle.image = config.image  # meta.json keeps the local name: enough to reattach
             return handle
         return await self._create_fresh(
             config.sandbox_id, local, config.image, config.limits, config.hostname
@@ -140,7 +139,7 @@ class NamespaceRuntime:
 
     def _claim(self, handle: SandboxHandle, limits: Limits) -> None:
         restore_priority(handle.init_pid)  # pooled inits start at background priority
-        cgroups.apply_limits(self._cg, handle.sandbox_id, limits)
+        cgroups.apply_limits(self._cg, handle.sandbox_id, limits, POOL_MEMORY_MB)
         if limits.disk_mb != self.settings.default_disk_mb:
             mounts.mount(
                 "tmpfs",
