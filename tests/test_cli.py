@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from server import COVE
+
+# PYTHONPATH passes through so a checkout can be tested with another tree's venv.
+BASE_ENV = {"PATH": "/usr/bin:/bin", **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
 
 
 def test_serve_without_root_says_what_is_missing(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -13,7 +17,7 @@ def test_serve_without_root_says_what_is_missing(tmp_path) -> None:  # type: ign
         capture_output=True,
         text=True,
         timeout=60,
-        env={"COVE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={**BASE_ENV, "COVE_DATA_DIR": str(tmp_path)},
     )
     assert run.returncode != 0
     assert "root" in run.stderr
@@ -25,7 +29,7 @@ def test_bad_api_keys_setting_is_refused(tmp_path) -> None:  # type: ignore[no-u
         capture_output=True,
         text=True,
         timeout=60,
-        env={"COVE_DATA_DIR": str(tmp_path), "COVE_API_KEYS": "no-workspace", "PATH": "/usr/bin:/bin"},
+        env={**BASE_ENV, "COVE_DATA_DIR": str(tmp_path), "COVE_API_KEYS": "no-workspace"},
     )
     assert run.returncode != 0
     assert "COVE_API_KEYS" in run.stderr
