@@ -22,12 +22,10 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
-from rawhttp import RawClient  # noqa: E402
+from rawhttp import RawClient, SyncClient  # noqa: E402
 from server import KEYS, CoveServer  # noqa: E402
 
 ANCHORS = ROOT.parent / "shared" / "tools" / "bench-anchors"
@@ -54,21 +52,24 @@ def create_body(name: str) -> dict:
     return {"metadata": {"name": name}, "spec": {"runtime": {"memory": 256}}}
 
 
-def exec_echo(client: httpx.Client, url: str) -> None:
-    r = client.post(url + "/process", json={"command": "echo hi", "waitForCompletion": True})
-    assert r.status_code == 200 and r.json()["stdout"] == "hi\n", r.text
+def exec_echo(client: SyncClient, url: str) -> None:
+    status, out = client.request(
+        "POST", url + "/process", {"command": "echo hi", "waitForCompletion": True}
+    )
+    assert status == 200 and out["stdout"] == "hi\n", out
 
 
-def sequential(client: httpx.Client, n: int) -> list[float]:
+def sequential(client: SyncClient, n: int) -> list[float]:
     samples = []
     for _ in range(n):
         name = "tti-" + uuid.uuid4().hex[:8]
         t0 = time.perf_counter()
-        r = client.post("/v0/sandboxes", json=create_body(name))
-        exec_echo(client, r.json()["metadata"]["url"])
+        status, body = client.request("POST", "/v0/sandboxes", create_body(name))
+        assert status == 200, body
+        exec_echo(client, body["metadata"]["url"])
         samples.append((time.perf_counter() - t0) * 1000)
-        client.delete(f"/v0/sandboxes/{name}")
-        time.sleep(0.02)  # let the warm pool refill, as between real users' creates
+        client.request("DELETE", f"/v0/sandboxes/{name}")
+        time.sleep(0.02)  # a user's think time between creates
     return samples
 
 
@@ -101,9 +102,9 @@ async def burst(base: str, n: int) -> list[float]:
     return samples
 
 
-def exec_round_trip(client: httpx.Client, n: int) -> list[float]:
+def exec_round_trip(client: SyncClient, n: int) -> list[float]:
     name = "rt-" + uuid.uuid4().hex[:8]
-    url = client.post("/v0/sandboxes", json=create_body(name)).json()["metadata"]["url"]
+    url = client.request("POST", "/v0/sandboxes", create_body(name))[1]["metadata"]["url"]
     for _ in range(10):
         exec_echo(client, url)
     samples = []
@@ -111,7 +112,7 @@ def exec_round_trip(client: httpx.Client, n: int) -> list[float]:
         t0 = time.perf_counter()
         exec_echo(client, url)
         samples.append((time.perf_counter() - t0) * 1000)
-    client.delete(f"/v0/sandboxes/{name}")
+    client.request("DELETE", f"/v0/sandboxes/{name}")
     return samples
 
 
@@ -122,21 +123,21 @@ def mem_available_kib() -> int:
     raise RuntimeError("no MemAvailable")
 
 
-def idle_density(client: httpx.Client, n: int) -> dict:
+def idle_density(client: SyncClient, n: int) -> dict:
     before = mem_available_kib()
     names = []
     t0 = time.perf_counter()
     for i in range(n):
         name = f"idle-{i}"
-        r = client.post("/v0/sandboxes", json=create_body(name))
-        if r.status_code != 200:
-            print(json.dumps({"name": "idle_create_failed", "at": i, "body": r.text[:300]}))
+        status, body = client.request("POST", "/v0/sandboxes", create_body(name))
+        if status != 200:
+            print(json.dumps({"name": "idle_create_failed", "at": i, "body": str(body)[:300]}))
             break
         names.append(name)
     elapsed = time.perf_counter() - t0
     time.sleep(2)
     used = before - mem_available_kib()
-    url = client.get(f"/v0/sandboxes/{names[-1]}").json()["metadata"]["url"]
+    url = client.request("GET", f"/v0/sandboxes/{names[-1]}")[1]["metadata"]["url"]
     exec_echo(client, url)  # the last one still answers
     row = {
         "name": "idle_sandboxes",
@@ -150,7 +151,7 @@ def idle_density(client: httpx.Client, n: int) -> dict:
     }
     print(json.dumps(row), flush=True)
     for name in names:
-        client.delete(f"/v0/sandboxes/{name}")
+        client.request("DELETE", f"/v0/sandboxes/{name}")
     return row
 
 
@@ -208,18 +209,21 @@ def main() -> None:
     server.start()
     time.sleep(POOL_FILL_S)  # the warm pool fills in the background after start
     try:
-        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=120) as client:
-            seq = emit("create_to_first_exec_sequential", sequential(client, args.n))
-            time.sleep(POOL_FILL_S)  # each phase starts with a full warm pool
-            bst = emit(
-                "create_to_first_exec_burst",
-                asyncio.run(burst(server.url, args.burst)),
-                concurrency=args.burst,
-            )
-            time.sleep(POOL_FILL_S)  # refill after the burst before timing exec
-            rt = emit("exec_round_trip", exec_round_trip(client, args.n * 2))
-            if args.idle:
-                idle_density(client, args.idle)
+        # A fresh connection per phase: the server closes idle keep-alive connections.
+        seq = emit(
+            "create_to_first_exec_sequential",
+            sequential(SyncClient(server.url, HEADERS), args.n),
+        )
+        time.sleep(POOL_FILL_S)  # each phase starts with a full warm pool
+        bst = emit(
+            "create_to_first_exec_burst",
+            asyncio.run(burst(server.url, args.burst)),
+            concurrency=args.burst,
+        )
+        time.sleep(POOL_FILL_S)
+        rt = emit("exec_round_trip", exec_round_trip(SyncClient(server.url, HEADERS), args.n * 2))
+        if args.idle:
+            idle_density(SyncClient(server.url, HEADERS), args.idle)
         for row, anchor in (
             (seq, "crun_run_echo_overlay"),
             (bst, "crun_run_echo_overlay"),
