@@ -23,7 +23,9 @@ def _lower_priority() -> None:
     os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)  # this thread only
 
 
-_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cove-bg", initializer=_lower_priority)
+_EXECUTOR = ThreadPoolExecutor(
+    max_workers=2, thread_name_prefix="cove-bg", initializer=_lower_priority
+)
 
 
 async def in_background(fn: Callable[..., T], *args: object) -> T:

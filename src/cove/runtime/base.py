@@ -8,6 +8,7 @@ alike; a backend only spawns argv/env/cwd with three given fds and reports the e
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -63,6 +64,16 @@ class SpawnedProcess:
     exited: asyncio.Future[Exited] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class PortInfo:
+    """A listening TCP socket inside a sandbox."""
+
+    port: int
+    address: str
+    family: str  # "tcp" or "tcp6"
+    inode: int
+
+
 @dataclass
 class SandboxHandle:
     sandbox_id: str
@@ -98,9 +109,23 @@ class Runtime(Protocol):
         env: dict[str, str],
         cwd: str,
         stdio: tuple[int, int, int],
+        tty: bool = False,
     ) -> SpawnedProcess:
         """Start a process in the sandbox with the given host fds as stdin/stdout/stderr.
-        The caller keeps ownership of (and closes) its fds."""
+        The caller keeps ownership of (and closes) its fds. With tty, stdio[0] is a pty slave
+        (from open_pty) and becomes the new session's controlling terminal."""
+
+    def open_pty(self, handle: SandboxHandle) -> tuple[int, int]:
+        """A new (master, slave) pty pair usable by the sandbox's processes."""
+
+    async def connect(
+        self, handle: SandboxHandle, port: int, timeout: float = 5.0
+    ) -> socket.socket:
+        """A non-blocking TCP socket connected to 127.0.0.1:port inside the sandbox."""
+
+    async def listening_ports(self, handle: SandboxHandle, pid: int | None) -> list[PortInfo]:
+        """Listening TCP sockets in the sandbox; with pid, only those of that process's
+        session (the process and the children it started)."""
 
     async def signal(self, handle: SandboxHandle, pid: int, signo: int) -> None:
         """Send a signal to the process group of a spawned process."""

@@ -79,7 +79,7 @@ def mount_rootfs(sandbox_dir: Path, lower: Path, disk_mb: int) -> Path:
             "overlay",
             rootfs,
             "overlay",
-            0,
+            MS_NODEV,  # defence in depth: sandboxes cannot mknod, and no node would work
             f"lowerdir={lower},upperdir={upper / 'u'},workdir={upper / 'w'}",
         )
     except BaseException:

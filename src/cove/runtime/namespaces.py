@@ -21,10 +21,11 @@ import socket
 from pathlib import Path
 
 from cove.config import Settings
-from cove.runtime import cgroups, crun, images, mounts, oci
+from cove.runtime import cgroups, crun, images, mounts, netns, oci
 from cove.runtime.background import in_background, restore_priority
 from cove.runtime.base import (
     Limits,
+    PortInfo,
     RuntimeError_,
     SandboxConfig,
     SandboxGone,
@@ -230,7 +231,9 @@ class NamespaceRuntime:
             sid = f"pool-{secrets.token_hex(6)}"
             try:
                 pool.append(
-                    await self._create_fresh(sid, local, local, limits, POOL_HOSTNAME, background=True)
+                    await self._create_fresh(
+                        sid, local, local, limits, POOL_HOSTNAME, background=True
+                    )
                 )
             except RuntimeError_:
                 failures += 1  # logged by the caller's create path; don't spin
@@ -291,9 +294,35 @@ class NamespaceRuntime:
         env: dict[str, str],
         cwd: str,
         stdio: tuple[int, int, int],
+        tty: bool = False,
     ) -> SpawnedProcess:
         client = await self._client(handle)
-        return await client.spawn(argv, env, cwd, stdio)
+        try:
+            return await client.spawn(argv, env, cwd, stdio, tty)
+        except TimeoutError:
+            raise RuntimeError_("this sandbox's init predates terminal support") from None
+
+    def open_pty(self, handle: SandboxHandle) -> tuple[int, int]:
+        return netns.open_pty(handle.init_pid)
+
+    async def connect(
+        self, handle: SandboxHandle, port: int, timeout: float = 5.0
+    ) -> socket.socket:
+        sock = await asyncio.to_thread(netns.socket_in_netns, handle.init_pid)
+        sock.setblocking(False)
+        try:
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def listening_ports(self, handle: SandboxHandle, pid: int | None) -> list[PortInfo]:
+        if pid is None:
+            return await asyncio.to_thread(netns.listening, handle.init_pid)
+        host_pids = cgroups.procs(self._cg, handle.sandbox_id)
+        return await asyncio.to_thread(netns.session_ports, handle.init_pid, host_pids, pid)
 
     async def signal(self, handle: SandboxHandle, pid: int, signo: int) -> None:
         client = await self._client(handle)

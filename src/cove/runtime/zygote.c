@@ -7,6 +7,9 @@
  *
  * Requests (little-endian u32): SPAWN {1, id, argc, envc} cwd\0 argv..\0 env..\0 + 3 fds (SCM_RIGHTS)
  *                               SIGNAL {2, id, pid, signo}
+ *                               SPAWN_TTY {3, ...}: as SPAWN, and fd 0 (a pty slave) becomes the
+ *                               controlling terminal of the new session (fork+exec: posix_spawn
+ *                               cannot TIOCSCTTY; plain SPAWN keeps the fast posix_spawn path).
  * Reply (12 bytes): {u32 id, i32 kind, i32 value}; kind 1 started(pid) 2 exited(wait status)
  *                   3 spawn failed(errno) 4 signal result(0 or errno).
  * Build: gcc -static -Os -o zygote zygote.c
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -42,22 +46,21 @@ static void reply(uint32_t id, int32_t kind, int32_t value) {
     }
 }
 
-/* PATH lookup with the request's env (posix_spawnp would use the zygote's own PATH). */
-static int spawn_path(pid_t *pid, const char *file, posix_spawn_file_actions_t *fa,
-                      posix_spawnattr_t *at, char **argv, char **envp) {
-    if (strchr(file, '/')) return posix_spawn(pid, file, fa, at, argv, envp);
+/* PATH lookup with the request's env (posix_spawnp/execvp would use the zygote's own PATH).
+ * Fills full (4096 bytes) with the first executable match; returns 0 or an errno. */
+static int find_exec(const char *file, char **envp, char *full) {
     const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     for (char **e = envp; *e; e++) if (!strncmp(*e, "PATH=", 5)) path = *e + 5;
-    char full[4096];
     int err = ENOENT;
     for (const char *p = path;; p++) {
         const char *end = strchrnul(p, ':');
         size_t dl = (size_t)(end - p), fl = strlen(file);
-        if (dl + fl + 2 <= sizeof full) {
-            memcpy(full, p, dl); full[dl] = '/';
-            if (!dl) full[0] = '.';
-            memcpy(full + (dl ? dl : 1) + 1, file, fl + 1);
-            if (access(full, X_OK) == 0) return posix_spawn(pid, full, fa, at, argv, envp);
+        size_t n = dl ? dl : 1;  /* an empty PATH entry means the current directory */
+        if (n + fl + 2 <= 4096) {
+            memcpy(full, dl ? p : ".", n);
+            full[n] = '/';
+            memcpy(full + n + 1, file, fl + 1);
+            if (access(full, X_OK) == 0) return 0;
             if (errno == EACCES) err = EACCES;
         }
         if (!*end) break;
@@ -66,7 +69,48 @@ static int spawn_path(pid_t *pid, const char *file, posix_spawn_file_actions_t *
     return err;
 }
 
-static void do_spawn(uint32_t id, uint32_t argc, uint32_t envc, size_t len, int fds[3]) {
+static int spawn_path(pid_t *pid, const char *file, posix_spawn_file_actions_t *fa,
+                      posix_spawnattr_t *at, char **argv, char **envp) {
+    if (strchr(file, '/')) return posix_spawn(pid, file, fa, at, argv, envp);
+    char full[4096];
+    int err = find_exec(file, envp, full);
+    return err ? err : posix_spawn(pid, full, fa, at, argv, envp);
+}
+
+/* fork+exec for a pty: setsid, then make fd 0 the controlling terminal. Exec errors come back
+ * through a CLOEXEC pipe, so a bad command is a spawn failure exactly as with posix_spawn. */
+static int spawn_tty(pid_t *pid, const char *cwd, char **argv, char **envp, int fds[3]) {
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) < 0) return errno;
+    pid_t c = fork();
+    if (c < 0) { int e = errno; close(ep[0]); close(ep[1]); return e; }
+    if (c == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        for (int s = 1; s < 65; s++) signal(s, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        char full[4096];
+        const char *file = argv[0];
+        int err = 0;
+        if (setsid() < 0 || ioctl(fds[0], TIOCSCTTY, 0) < 0) err = errno;
+        for (int i = 0; i < 3 && !err; i++) if (dup2(fds[i], i) < 0) err = errno;
+        if (!err && *cwd && chdir(cwd) < 0) err = errno;
+        if (!err && !strchr(file, '/') && !(err = find_exec(file, envp, full))) file = full;
+        if (!err) { execve(file, argv, envp); err = errno; }
+        (void)!write(ep[1], &err, sizeof err);
+        _exit(127);
+    }
+    close(ep[1]);
+    int err = 0;
+    ssize_t n;
+    do n = read(ep[0], &err, sizeof err); while (n < 0 && errno == EINTR);
+    close(ep[0]);
+    if (n == (ssize_t)sizeof err && err) { waitpid(c, NULL, 0); return err; }
+    *pid = c;
+    return 0;
+}
+
+static void do_spawn(uint32_t id, uint32_t argc, uint32_t envc, size_t len, int fds[3], int tty) {
     if (argc < 1 || argc > MAXARGS || envc > MAXARGS) { reply(id, 3, E2BIG); return; }
     char *p = buf + 16, *end = buf + len;  /* buf[len] == 0 guards the last string */
     char *cwd = p;
@@ -86,6 +130,15 @@ static void do_spawn(uint32_t id, uint32_t argc, uint32_t envc, size_t len, int 
     while (slot < MAXTRACK && track[slot].pid) slot++;
     if (slot == MAXTRACK) { reply(id, 3, EAGAIN); return; }
 
+    pid_t pid;
+    if (tty) {
+        int err = spawn_tty(&pid, cwd, argv, envp, fds);
+        if (err) { reply(id, 3, err); return; }
+        track[slot].pid = pid;
+        track[slot].id = id;
+        reply(id, 1, pid);
+        return;
+    }
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     sigset_t none, all;
@@ -98,7 +151,6 @@ static void do_spawn(uint32_t id, uint32_t argc, uint32_t envc, size_t len, int 
     posix_spawnattr_setsigdefault(&at, &all);
     if (*cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
     for (int i = 0; i < 3; i++) posix_spawn_file_actions_adddup2(&fa, fds[i], i);
-    pid_t pid;
     int err = spawn_path(&pid, argv[0], &fa, &at, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
@@ -129,9 +181,10 @@ static void on_message(void) {
     buf[len] = 0;
     uint32_t h[4] = {0, 0, 0, 0};
     if (len >= 16) memcpy(h, buf, 16);
-    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) { if (h[0] == 1) reply(h[1], 3, E2BIG); }
-    else if (h[0] == 1 && nfds == 3) do_spawn(h[1], h[2], h[3], (size_t)len, fds);
-    else if (h[0] == 1) reply(h[1], 3, EBADF);
+    int spawn = h[0] == 1 || h[0] == 3;
+    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) { if (spawn) reply(h[1], 3, E2BIG); }
+    else if (spawn && nfds == 3) do_spawn(h[1], h[2], h[3], (size_t)len, fds, h[0] == 3);
+    else if (spawn) reply(h[1], 3, EBADF);
     else if (h[0] == 2) {
         int r = 0;
         if (h[2] < 2 || h[2] > 0x3fffffff || h[3] > 64) r = EINVAL;  /* never signal ourselves */

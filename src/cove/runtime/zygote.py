@@ -23,6 +23,7 @@ _SIGNAL = struct.Struct("<IIII")
 MAX_MESSAGE = 200 * 1024  # below the default SEQPACKET send buffer and the zygote's 256 KiB buffer
 
 STARTED, EXITED, SPAWN_FAILED, SIGNAL_RESULT = 1, 2, 3, 4
+SPAWN, SIGNAL, SPAWN_TTY = 1, 2, 3
 
 
 def build_zygote(source: Path, binary: Path) -> Path:
@@ -94,8 +95,14 @@ class ZygoteClient:
     # -- requests -------------------------------------------------------------------------------
 
     async def spawn(
-        self, argv: list[str], env: dict[str, str], cwd: str, stdio: tuple[int, int, int]
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        stdio: tuple[int, int, int],
+        tty: bool = False,
     ) -> SpawnedProcess:
+        """With tty, stdio[0] must be a pty slave: it becomes the controlling terminal."""
         if not argv:
             raise ValueError("argv must not be empty")
         strings = [cwd, *argv, *(f"{k}={v}" for k, v in env.items())]
@@ -104,7 +111,7 @@ class ZygoteClient:
                 "argv, env and cwd must not contain NUL; env keys no '=' and not empty"
             )
         rid = next(self._ids) & 0xFFFFFFFF
-        body = _SPAWN_HDR.pack(1, rid, len(argv), len(env)) + b"".join(
+        body = _SPAWN_HDR.pack(SPAWN_TTY if tty else SPAWN, rid, len(argv), len(env)) + b"".join(
             s.encode() + b"\0" for s in strings
         )
         if len(body) > MAX_MESSAGE:
@@ -113,7 +120,9 @@ class ZygoteClient:
         self._spawns[rid] = pending
         try:
             self._send(body, list(stdio))
-            pid = await pending.started
+            # A zygote built before SPAWN_TTY existed (sandbox older than this server) never
+            # answers that request: don't wait forever for it.
+            pid = await (asyncio.wait_for(pending.started, 5.0) if tty else pending.started)
         except BaseException:
             self._spawns.pop(rid, None)
             raise
@@ -125,7 +134,7 @@ class ZygoteClient:
         fut: asyncio.Future[int] = self._loop.create_future()
         self._signals[rid] = fut
         try:
-            self._send(_SIGNAL.pack(2, rid, pid & 0xFFFFFFFF, signo & 0xFFFFFFFF), [])
+            self._send(_SIGNAL.pack(SIGNAL, rid, pid & 0xFFFFFFFF, signo & 0xFFFFFFFF), [])
             return await fut
         finally:
             self._signals.pop(rid, None)

@@ -134,7 +134,9 @@ class SandboxService:
     def _attach(self, live: LiveSandbox, handle: SandboxHandle) -> None:
         live.handle = handle
         live.record.runtime_id = handle.sandbox_id
-        live.processes = ProcessManager(self._runtime, handle, dict(live.record.spec.envs))
+        live.processes = ProcessManager(
+            self._runtime, handle, dict(live.record.spec.envs), on_activity=live.record.touch
+        )
         live.files = SandboxFiles(handle.root)
         live.record.status = Status.RUNNING
         live.ready.set()

@@ -1,34 +1,42 @@
-"""/filesystem/{path} — read, write and list files inside the sandbox's confined root."""
+"""/filesystem/{path} — read, write, list and delete files inside the sandbox's confined root.
+
+Paths arrive as the SDK sends them: `/filesystem//tmp/f` (absolute path appended) or
+`%2F`-encoded (decoded by the server before routing); both normalize to '/tmp/f'.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Iterator
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from cove.api.common import json_object, typed
-from cove.api.sandbox.common import guarded, running_sandbox
+from cove.api.common import flag, typed
+from cove.api.sandbox import (
+    filesystem_multipart,
+    filesystem_search,
+    filesystem_tree,
+    filesystem_watch,
+)
+from cove.api.sandbox.common import guarded
+from cove.api.sandbox.filesystem_common import (
+    directory_json,
+    file_json,
+    files_and_path,
+    parse_mode,
+    read_json,
+    success,
+)
+from cove.api.sandbox.filesystem_form import FormStream
 from cove.domain.errors import InvalidRequest
-from cove.services.files import Entry, SandboxFiles, normalize
+from cove.services.files import MAX_INLINE_READ, Entry, SandboxFiles
+from cove.services.files.archive import tar_gz
+from cove.services.files.stream import write_stream
 
-
-def _files(request: Request) -> tuple[SandboxFiles, str]:
-    live = running_sandbox(request)
-    assert live.files is not None
-    return live.files, normalize(request.path_params.get("path", "/"))
-
-
-def _file_json(e: Entry) -> dict[str, Any]:
-    return {
-        "path": e.path,
-        "name": e.name,
-        "size": e.size,
-        "permissions": e.permissions,
-        "owner": e.owner,
-        "group": e.group,
-        "lastModified": e.last_modified,
-    }
+OCTETS = "application/octet-stream"
+SMALL_FILE = 4 * 1024 * 1024  # raw reads up to this size are sent in one piece
+CHUNK = 1 << 20
 
 
 def _wants_raw(request: Request) -> bool:
@@ -40,65 +48,97 @@ def _wants_raw(request: Request) -> bool:
 
 @guarded
 async def read(request: Request) -> Response:
-    files, path = _files(request)
-    entry = await files.stat(path)
-    if entry.is_dir:
-        return JSONResponse(await _directory(files, path, entry))
-    data = await files.read(path)
-    if _wants_raw(request):
-        return Response(data, media_type="application/octet-stream")
-    return JSONResponse({**_file_json(entry), "content": data.decode("utf-8", errors="replace")})
+    files, path = files_and_path(request)
+    raw = _wants_raw(request)
+    if request.method == "HEAD":  # Starlette routes HEAD to the GET handler
+        return _head(await files.stat(path))
+    found = await files.fetch(path, SMALL_FILE if raw else MAX_INLINE_READ)
+    entry = found.entry
+    if found.children is not None:
+        if flag(request, "download"):
+            return _archive(files, path, entry)
+        return JSONResponse(directory_json(entry, path, found.children))
+    if found.fd is not None:
+        if not raw:
+            os.close(found.fd)
+            raise InvalidRequest(f"{path} is larger than {MAX_INLINE_READ} bytes; read it raw")
+        headers = {"content-length": str(entry.size)}
+        return StreamingResponse(_chunks(found.fd, entry.size), media_type=OCTETS, headers=headers)
+    assert found.data is not None
+    if raw:
+        return Response(found.data, media_type=OCTETS)
+    return JSONResponse(
+        {**file_json(entry), "content": found.data.decode("utf-8", errors="replace")}
+    )
 
 
-async def _directory(files: SandboxFiles, path: str, entry: Entry) -> dict[str, Any]:
-    children = await files.list_dir(path)
-    return {
-        "name": entry.name,
-        "path": path,
-        "files": [_file_json(c) for c in children if not c.is_dir],
-        "subdirectories": [{"name": c.name, "path": c.path} for c in children if c.is_dir],
+def _chunks(fd: int, size: int) -> Iterator[bytes]:
+    """Exactly `size` bytes (the announced length), pulled from a worker thread."""
+    try:
+        left = size
+        while left > 0:
+            chunk = os.read(fd, min(CHUNK, left)) or b"\0" * min(CHUNK, left)
+            left -= len(chunk)
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def _archive(files: SandboxFiles, path: str, entry: Entry) -> Response:
+    name = (entry.name if entry.name != "/" else "root") + ".tar.gz"
+    headers = {"content-disposition": f'attachment; filename="{name}"'}
+    return StreamingResponse(tar_gz(files, path), media_type="application/gzip", headers=headers)
+
+
+def _head(entry: Entry) -> Response:
+    headers = {
+        "x-file-type": "directory" if entry.is_dir else "file",
+        "x-file-size": str(entry.size),
+        "x-file-permissions": entry.permissions,
+        "last-modified": entry.last_modified,
     }
+    return Response(status_code=200, headers=headers)
 
 
 @guarded
 async def write(request: Request) -> Response:
-    files, path = _files(request)
+    files, path = files_and_path(request)
+    if path == "/":
+        raise InvalidRequest("cannot write to /")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return await _write_multipart(request, files, path)
-    body = await json_object(request)
-    mode = _mode(typed(body, "permissions", str, ""), 0o755 if body.get("isDirectory") else 0o644)
-    if typed(body, "isDirectory", bool, ""):
+        form = FormStream(request)
+        mode = lambda: parse_mode(form.fields.get("permissions"), 0o644)  # noqa: E731
+        await write_stream(files.rooted, path, form.file_chunks(), mode)
+        return success(path)
+    body = await read_json(request)
+    is_dir = typed(body, "isDirectory", bool, "")
+    mode = parse_mode(typed(body, "permissions", str, ""), 0o755 if is_dir else 0o644)
+    if is_dir:
         await files.mkdir(path, mode)
     else:
         content = typed(body, "content", str, "") or ""
         await files.write(path, content.encode(), mode)
-    return JSONResponse({"message": "ok", "path": path})
+    return success(path)
 
 
-async def _write_multipart(request: Request, files: SandboxFiles, path: str) -> Response:
-    form = await request.form()
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise InvalidRequest("multipart body needs a 'file' part")
-    permissions = form.get("permissions")
-    mode = _mode(permissions if isinstance(permissions, str) else None, 0o644)
-    await files.write(path, await upload.read(), mode)
-    return JSONResponse({"message": "ok", "path": path})
+@guarded
+async def delete(request: Request) -> Response:
+    files, path = files_and_path(request)
+    if path == "/":
+        raise InvalidRequest("cannot delete /")
+    await files.delete(path, flag(request, "recursive"))
+    return success(path, "deleted")
 
 
-def _mode(permissions: str | None, default: int) -> int:
-    if not permissions:
-        return default
-    try:
-        mode = int(permissions, 8)
-    except ValueError:
-        raise InvalidRequest(f"permissions {permissions!r} must be octal like '0644'") from None
-    if not 0 <= mode <= 0o7777:
-        raise InvalidRequest(f"permissions {permissions!r} out of range")
-    return mode
-
-
-ROUTES = [
-    ("/filesystem/{path:path}", read, ["GET"]),
-    ("/filesystem/{path:path}", write, ["PUT"]),
-]
+# Specific shapes first: Starlette takes the first route that matches.
+ROUTES = (
+    filesystem_tree.ROUTES
+    + filesystem_search.ROUTES
+    + filesystem_multipart.ROUTES
+    + filesystem_watch.ROUTES
+    + [
+        ("/filesystem/{path:path}", read, ["GET"]),
+        ("/filesystem/{path:path}", write, ["PUT"]),
+        ("/filesystem/{path:path}", delete, ["DELETE"]),
+    ]
+)

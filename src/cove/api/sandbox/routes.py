@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from cove.api.common import Handler
 from cove.api.sandbox import filesystem, process
@@ -23,9 +23,15 @@ def _bind(handler: Handler, resolve: Resolver) -> Handler:
     return endpoint
 
 
-def routes() -> list[Route]:
+def routes() -> list[BaseRoute]:
     return [
-        Route(prefix + path, _bind(handler, resolve), methods=methods)
+        _route(prefix + path, _bind(handler, resolve), methods)
         for prefix, resolve in PREFIXES
         for path, handler, methods in _HANDLERS
     ]
+
+
+def _route(path: str, endpoint: Handler, methods: list[str]) -> BaseRoute:
+    if methods == ["WEBSOCKET"]:  # the terminal and the port proxy (process.ROUTES)
+        return WebSocketRoute(path, endpoint)  # type: ignore[arg-type]
+    return Route(path, endpoint, methods=methods)
