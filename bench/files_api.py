@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -27,25 +26,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from report import emit  # noqa: E402
 from server import KEYS, CoveServer  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}"}
 RAW = {"Accept": "application/octet-stream"}
-
-
-def emit(name: str, samples_ms: list[float], unit: str = "ms", **extra: object) -> dict:
-    ordered = sorted(samples_ms)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    row = {
-        "name": name,
-        "p50": round(statistics.median(ordered), 3),
-        "p95": round(p95, 3),
-        "n": len(ordered),
-        "unit": unit,
-        **extra,
-    }
-    print(json.dumps(row), flush=True)
-    return row
 
 
 def timed(fn, n: int) -> list[float]:  # type: ignore[no-untyped-def]

@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -24,24 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from report import emit  # noqa: E402
 from server import KEYS, CoveServer  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}", "Content-Type": "application/json"}
 LINE = "0123456789abcdef" * 7 + "\n"  # 113-byte lines: the streams frame output per line
-
-
-def emit(name: str, samples: list[float], unit: str = "ms", **extra: object) -> None:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    row = {
-        "name": name,
-        "p50": round(statistics.median(ordered), 3),
-        "p95": round(p95, 3),
-        "n": len(ordered),
-        "unit": unit,
-        **extra,
-    }
-    print(json.dumps(row), flush=True)
 
 
 class Client:

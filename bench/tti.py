@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -26,26 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from rawhttp import RawClient, SyncClient  # noqa: E402
+from report import emit  # noqa: E402
 from server import KEYS, CoveServer  # noqa: E402
 
 ANCHORS = ROOT.parent / "shared" / "tools" / "bench-anchors"
 POOL_FILL_S = 5.0
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}"}
-
-
-def emit(name: str, samples_ms: list[float], unit: str = "ms", **extra: object) -> dict:
-    ordered = sorted(samples_ms)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    row = {
-        "name": name,
-        "p50": round(statistics.median(ordered), 3),
-        "p95": round(p95, 3),
-        "n": len(ordered),
-        "unit": unit,
-        **extra,
-    }
-    print(json.dumps(row), flush=True)
-    return row
 
 
 def create_body(name: str) -> dict:
