@@ -54,6 +54,8 @@ def _serve(host: str, port: int, log_level: str) -> int:
         log_level=log_level,
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # cove is the edge; no X-Forwarded-* rewriting per request
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
