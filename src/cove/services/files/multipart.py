@@ -78,7 +78,9 @@ async def put_part(
 ) -> Part:
     if not 1 <= number <= MAX_PART_NUMBER:
         raise InvalidRequest(f"partNumber must be from 1 to {MAX_PART_NUMBER}")
-    writer = await write_stream(files.rooted, f"{upload.spool}/{number}", body, lambda: 0o600)
+    writer = await write_stream(
+        files.rooted, f"{upload.spool}/{number}", body, lambda: 0o600, checksum=True
+    )
     part = Part(number, f"{writer.crc:08x}-{writer.size:x}", writer.size, _now())
     upload.parts[number] = part
     return part
