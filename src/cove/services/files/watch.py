@@ -129,23 +129,35 @@ class Watcher:
                 if directory == self.path:
                     events.append(None)  # the watched directory is gone: end the stream
                 continue
-            if self.recursive and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO) and name:
-                self._watch_new_dir(f"{directory.rstrip('/')}/{name}")
             op = next((op for bit, op in OPS if mask & bit), None)
-            if op and not any(i in f"{directory}/{name}" for i in self._ignore):
+            if op and not self._ignored(directory, name):
                 events.append(Event(op, directory, name))
+            if self.recursive and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO) and name:
+                events += self._watch_new_dir(f"{directory.rstrip('/')}/{name}")
         return events
 
-    def _watch_new_dir(self, path: str) -> None:
-        # Runs on the loop thread: one confined open, cheap compared to the event itself.
+    def _ignored(self, directory: str, name: str) -> bool:
+        return any(i in f"{directory}/{name}" for i in self._ignore)
+
+    def _watch_new_dir(self, path: str) -> list[Event]:
+        """Watch a directory that just appeared, and report what was created in it before the
+        watch existed (`mkdir d; echo x > d/f` is faster than the event reaching us).
+        Runs on the loop thread: a confined open and one listing per new directory."""
         if len(self._dirs) >= MAX_WATCHES:
-            return
+            return []
+        found: list[Event] = []
         with contextlib.suppress(CoveError, OSError):
-            fd = self._files.rooted.open(path, os.O_PATH | os.O_DIRECTORY)
+            fd = self._files.rooted.open(path, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 self._add(fd, path)
+                for entry in os.scandir(fd):
+                    if not self._ignored(path, entry.name):
+                        found.append(Event("CREATE", path, entry.name))
+                    if entry.is_dir(follow_symlinks=False):
+                        found += self._watch_new_dir(f"{path}/{entry.name}")
             finally:
                 os.close(fd)
+        return found
 
     def _put(self, event: Event | None) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a stalled client loses events, not memory
