@@ -10,7 +10,8 @@ ALLOWED = {
     "domain": {"domain"},
     "store": {"domain", "store"},
     "runtime": {"runtime", "config"},
-    "services": {"services", "domain", "store", "runtime", "config"},
+    "services": {"services", "domain", "store", "runtime", "config", "egress"},
+    "egress": {"egress", "domain", "runtime", "config"},
     "scheduler": {"scheduler", "services", "domain"},
     "api": {"api", "services", "domain"},
 }

@@ -6,12 +6,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from cove.api.preview.edge import PreviewEdge
 from cove.api.sandbox import routes as sandbox_routes
+from cove.api.v0 import previews as v0_previews
 from cove.api.v0 import sandboxes as v0_sandboxes
+from cove.api.v1 import previews as v1_previews
 from cove.api.v1 import sandboxes as v1_sandboxes
 
 
@@ -32,10 +36,17 @@ def build_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         *v0_sandboxes.routes,
+        *v0_previews.routes,
+        *v1_previews.routes,
         *sandbox_routes.routes(),  # before v1 so /v1/sandboxes/{name}/process is matched here
         *v1_sandboxes.routes,
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found},
+        middleware=[Middleware(PreviewEdge)],  # preview traffic, by path or Host header
+    )
 
 
 __all__ = ["build_app", "AsyncIterator"]

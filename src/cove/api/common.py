@@ -18,6 +18,9 @@ MAX_JSON_BODY = 16 * 1024 * 1024
 
 def workspace_of(request: Request) -> str:
     """Authenticated workspace; X-Blaxel-Authorization wins over Authorization."""
+    preset = request.scope.get("cove.workspace")  # a session preview (api/preview/edge.py)
+    if preset is not None:
+        return preset
     auth: AuthService = request.app.state.auth
     headers = request.headers
     token = headers.get("x-blaxel-authorization") or headers.get("authorization")

@@ -29,17 +29,20 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def socket_in_netns(init_pid: int, family: int = socket.AF_INET) -> socket.socket:
-    """A TCP socket that lives in init_pid's network namespace. Blocking call: run it in a
-    worker thread. setns only moves the calling thread, and the thread moves back before it
-    returns; a socket keeps the namespace it was created in for its whole life."""
+def socket_in_netns(
+    init_pid: int, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
+) -> socket.socket:
+    """A socket (TCP unless kind says otherwise) that lives in init_pid's network namespace.
+    Blocking call: run it in a worker thread. setns only moves the calling thread, and the
+    thread moves back before it returns; a socket keeps the namespace it was created in for its
+    whole life (bind/listen/connect may happen later, from any thread)."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         target = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             _setns(target)
             try:
-                return socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                return socket.socket(family, kind | socket.SOCK_CLOEXEC)
             finally:
                 try:
                     _setns(home)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from cove.domain.durations import utcnow
 from cove.domain.errors import (
     Conflict,
+    CoveError,
     Gone,
     InvalidRequest,
     LimitExceeded,
@@ -22,7 +24,10 @@ from cove.domain.errors import (
     NotReady,
     Unavailable,
 )
+from cove.domain.network import NetworkPolicy, parse_network
 from cove.domain.sandbox import Sandbox, SandboxSpec, Status, generate_name, new_sandbox_id
+from cove.egress.base import Egress, EgressError, EgressReport
+from cove.egress.noop import NoEgress
 from cove.runtime.base import (
     Limits,
     Runtime,
@@ -36,6 +41,7 @@ from cove.services.processes import ProcessManager
 from cove.store.sandboxes import SandboxRepo
 
 log = logging.getLogger("cove.sandboxes")
+RESOLV_CONF = b"nameserver 127.0.0.1\noptions attempts:1 timeout:2\n"  # egress/dns.py
 
 
 @dataclass
@@ -73,9 +79,11 @@ class SandboxService:
         max_per_workspace: int,
         disk_mb: int,
         pids: int,
+        egress: Egress | None = None,
     ) -> None:
         self._repo = repo
         self._runtime = runtime
+        self._egress: Egress = egress or NoEgress()
         self._max = max_per_workspace
         self._disk_mb = disk_mb
         self._pids = pids
@@ -83,6 +91,7 @@ class SandboxService:
         self._by_id: dict[str, LiveSandbox] = {}
         self._count: dict[str, int] = {}  # live sandboxes per workspace (the limit check)
         self._background: set[asyncio.Task[None]] = set()
+        self.on_deleted: list[Callable[[Sandbox], Awaitable[None]]] = []  # e.g. its previews
 
     # -- create -------------------------------------------------------------------------
 
@@ -128,14 +137,34 @@ class SandboxService:
             live.handle = await self._runtime.create(config)
         except RuntimeError_ as exc:
             raise Unavailable(f"sandbox could not be started: {exc.reason}") from None
+        await self._connect_egress(live.handle, record)
         self._attach(live, live.handle)
         record.record("deployment", "sandbox started", "DEPLOYED")
+
+    async def _connect_egress(self, handle: SandboxHandle, record: Sandbox) -> None:
+        """The sandbox's only way out (proxy + DNS in its netns), before any process runs."""
+        steps = [self._egress.attach(record.id, handle.init_pid, self._policy(record.spec))]
+        if self._egress.env():
+            steps.append(SandboxFiles(handle.root).write("/etc/resolv.conf", RESOLV_CONF))
+        try:
+            await asyncio.gather(*steps)
+        except EgressError as exc:
+            raise Unavailable(f"sandbox network could not be set up: {exc.reason}") from None
+        except CoveError as exc:
+            raise Unavailable(f"sandbox network could not be set up: {exc.message}") from None
+
+    @staticmethod
+    def _policy(spec: SandboxSpec) -> NetworkPolicy:
+        return parse_network(spec.extra.get("network"))
+
+    def _env(self, spec: SandboxSpec) -> dict[str, str]:
+        return {**self._egress.env(), **spec.envs}
 
     def _attach(self, live: LiveSandbox, handle: SandboxHandle) -> None:
         live.handle = handle
         live.record.runtime_id = handle.sandbox_id
         live.processes = ProcessManager(
-            self._runtime, handle, dict(live.record.spec.envs), on_activity=live.record.touch
+            self._runtime, handle, self._env(live.record.spec), on_activity=live.record.touch
         )
         live.files = SandboxFiles(handle.root)
         live.record.status = Status.RUNNING
@@ -146,6 +175,8 @@ class SandboxService:
         self._unregister(live)
         if live.processes:
             live.processes.close()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._egress.detach(live.record.id))
         if live.handle is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._runtime.destroy(live.handle))
@@ -197,10 +228,12 @@ class SandboxService:
             raise InvalidRequest("spec.runtime.image cannot change on an existing sandbox")
         if spec.memory_mb != record.spec.memory_mb:
             raise InvalidRequest("spec.runtime.memory cannot change on an existing sandbox")
+        policy = self._policy(spec)
         record.spec = spec
         record.set_ttl_from_spec()
+        self._egress.update(record.id, policy)  # new connections and requests from now on
         if live.processes is not None:
-            live.processes.set_env(spec.envs)
+            live.processes.set_env(self._env(spec))
         await self._save(record)
         return live
 
@@ -236,6 +269,7 @@ class SandboxService:
         record = live.record
         if live.processes:
             live.processes.close()
+        await self._egress.detach(record.id)
         if live.handle is not None:
             try:
                 await self._runtime.destroy(live.handle)
@@ -246,6 +280,11 @@ class SandboxService:
         record.record("deployment", "sandbox deleted", "TERMINATED")
         self._unregister(live)
         await self._save(record)
+        for hook in self.on_deleted:
+            try:
+                await hook(record)
+            except Exception:
+                log.exception("after-delete hook for %s failed", record.name)
 
     # -- lifecycle of the service ---------------------------------------------------------
 
@@ -258,6 +297,10 @@ class SandboxService:
             if record.status == Status.RUNNING and record.runtime_id:
                 handle = await self._runtime.reattach(record.runtime_id)
                 if handle is not None:
+                    try:
+                        await self._connect_egress(handle, record)
+                    except Unavailable as exc:  # e.g. sandbox code took the port meanwhile
+                        log.warning("%s: %s", record.name, exc.message)
                     self._attach(live, handle)
                     kept.add(handle.sandbox_id)
                     continue
@@ -270,6 +313,7 @@ class SandboxService:
     async def shutdown(self) -> None:
         """SIGTERM: stop every sandbox (records say why); no process or mount may remain."""
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self._egress.close()
         for live in list(self._live.values()):
             if live.processes:
                 live.processes.close()
@@ -281,6 +325,10 @@ class SandboxService:
         record.status = status
         record.reason = reason
         record.record("deployment", reason, status.name)
+
+    def egress_report(self, workspace: str, name: str, limit: int) -> EgressReport:
+        live = self.get(workspace, name)
+        return self._egress.report(live.record.id, limit) or EgressReport()
 
     async def expire_due(self) -> None:
         now = utcnow()

@@ -48,6 +48,29 @@ sandboxes = sa.Table(
 )
 
 
+previews = sa.Table(  # store/previews.py
+    "previews",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace", sa.String(128), nullable=False),
+    sa.Column("sandbox_id", sa.String(40), nullable=False, index=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.UniqueConstraint("sandbox_id", "name", name="uq_preview_name"),
+)
+
+preview_tokens = sa.Table(  # token values are stored as-is: the SDK lists them back
+    "preview_tokens",
+    metadata,
+    sa.Column("value", sa.String(128), primary_key=True),
+    sa.Column("preview_id", sa.String(40), nullable=False, index=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 def make_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(url, future=True)
     if url.startswith("sqlite"):

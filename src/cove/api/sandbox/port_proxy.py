@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from cove.api.sandbox.common import guarded
 from cove.api.sandbox.procs import processes_of, ws_guarded
 from cove.domain.errors import InvalidRequest
+from cove.services.processes import ProcessManager
 from cove.services.processes.manager import BadGateway
 
 HEAD_TIMEOUT_S = 300.0  # upstream must start answering within this
@@ -54,13 +55,15 @@ def _target(conn: HTTPConnection) -> str:
     return path + ("?" + query if query else "")
 
 
-def _forward_headers(conn: HTTPConnection, port: int) -> list[tuple[bytes, bytes]]:
-    """The client's headers minus hop-by-hop ones and the cove credential used."""
+def _forward_headers(
+    conn: HTTPConnection, port: int, drop: frozenset[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]]:
+    """The client's headers minus hop-by-hop ones, the cove credential used and `drop`."""
     credential = (
         b"x-blaxel-authorization" if "x-blaxel-authorization" in conn.headers else b"authorization"
     )
-    drop = _HOP | {credential}
-    headers = [(k, v) for k, v in conn.scope["headers"] if k.lower() not in drop]
+    dropped = _HOP | {credential} | drop
+    headers = [(k, v) for k, v in conn.scope["headers"] if k.lower() not in dropped]
     return [(b"host", f"localhost:{port}".encode()), *headers]
 
 
@@ -74,12 +77,25 @@ async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeou
 
 @guarded
 async def proxy_http(request: Request) -> Response:
-    port = _port(request)
-    sock = await processes_of(request).connect(port)
+    return await forward_http(request, processes_of(request), _port(request), _target(request))
+
+
+async def forward_http(
+    request: Request,
+    processes: ProcessManager,
+    port: int,
+    target: str,
+    drop: frozenset[bytes] = frozenset(),
+    add: list[tuple[bytes, bytes]] | None = None,
+) -> Response:
+    """Send this request to 127.0.0.1:port in the sandbox; stream the answer back.
+    Shared by /port/{n} and previews (api/preview/edge.py). BadGateway when nobody listens."""
+    sock = await processes.connect(port)
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         conn = h11.Connection(h11.CLIENT)
-        await _send_request(request, conn, writer, port)
+        headers = _forward_headers(request, port, drop) + (add or [])
+        await _send_request(request, conn, writer, target, headers)
         head = await _next_event(conn, reader, HEAD_TIMEOUT_S)
         if not isinstance(head, h11.Response):
             raise BadGateway(f"port {port} closed the connection without an answer")
@@ -99,16 +115,18 @@ async def proxy_http(request: Request) -> Response:
 
 
 async def _send_request(
-    request: Request, conn: h11.Connection, writer: asyncio.StreamWriter, port: int
+    request: Request,
+    conn: h11.Connection,
+    writer: asyncio.StreamWriter,
+    target: str,
+    headers: list[tuple[bytes, bytes]],
 ) -> None:
-    headers = _forward_headers(request, port) + [(b"connection", b"close")]
+    headers = headers + [(b"connection", b"close")]
     has_length = "content-length" in request.headers
     chunked = not has_length and "chunked" in request.headers.get("transfer-encoding", "")
     if chunked:
         headers.append((b"transfer-encoding", b"chunked"))
-    writer.write(
-        conn.send(h11.Request(method=request.method, target=_target(request), headers=headers))
-    )
+    writer.write(conn.send(h11.Request(method=request.method, target=target, headers=headers)))
     if has_length or chunked:
         async for chunk in request.stream():
             if chunk:
@@ -137,18 +155,29 @@ async def _body(
 
 @ws_guarded
 async def proxy_ws(ws: WebSocket) -> None:
+    await forward_ws(ws, processes_of(ws), _port(ws), _target(ws))
+
+
+async def forward_ws(
+    ws: WebSocket,
+    processes: ProcessManager,
+    port: int,
+    target: str,
+    drop: frozenset[bytes] = frozenset(),
+    add: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Bridge this WebSocket to 127.0.0.1:port in the sandbox (raise inside ws_guarded)."""
     from websockets.asyncio.client import connect
 
-    port = _port(ws)
-    sock = await processes_of(ws).connect(port)
+    sock = await processes.connect(port)
     headers = [
         (k.decode("latin-1"), v.decode("latin-1"))
-        for k, v in _forward_headers(ws, port)[1:]
+        for k, v in _forward_headers(ws, port, drop)[1:] + (add or [])
         if not k.startswith(b"sec-websocket") and k != b"origin"
     ]
     try:
         upstream = await connect(
-            f"ws://localhost:{port}{_target(ws)}",
+            f"ws://localhost:{port}{target}",
             sock=sock,
             subprotocols=ws.scope.get("subprotocols") or None,  # type: ignore[arg-type]
             additional_headers=headers,

@@ -122,6 +122,16 @@ async def replace(request: Request) -> Response:
 
 
 @guarded(_error)
+async def egress_logs(request: Request) -> Response:
+    """cove extension: the sandbox's egress request log (newest `limit`, oldest first) and its
+    byte counters since it started."""
+    limit = int_param(request, "limit", 100, 0, 1000)
+    name = request.path_params["name"]
+    report = _service(request).egress_report(workspace_of(request), name, limit)
+    return JSONResponse({"logs": report.entries, **report.counters.as_json()})
+
+
+@guarded(_error)
 async def delete(request: Request) -> Response:
     live = await _service(request).delete(workspace_of(request), request.path_params["name"])
     return JSONResponse(_render(request, live.record))
@@ -134,4 +144,5 @@ routes = [
     Route("/v0/sandboxes/{name}", get, methods=["GET"]),
     Route("/v0/sandboxes/{name}", replace, methods=["PUT"]),
     Route("/v0/sandboxes/{name}", delete, methods=["DELETE"]),
+    Route("/v0/sandboxes/{name}/egress/logs", egress_logs, methods=["GET"]),
 ]

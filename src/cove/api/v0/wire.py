@@ -7,6 +7,7 @@ from typing import Any
 from cove.api.common import typed
 from cove.domain.durations import iso, utcnow
 from cove.domain.errors import InvalidRequest
+from cove.domain.network import parse_network, redacted
 from cove.domain.sandbox import (
     ExpirationPolicy,
     Port,
@@ -46,6 +47,7 @@ def parse_spec(body: dict[str, Any]) -> SandboxSpec:
     extra_args = typed(runtime, "extraArgs", dict, "spec.runtime.") or {}
     _check_extra_args(extra_args)
     memory = typed(runtime, "memory", int, "spec.runtime.")
+    parse_network(spec.get("network"))  # kept verbatim in extra; validated here (400)
     extra: dict[str, Any] = {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
     extra["runtime"] = {k: v for k, v in runtime.items() if k not in _RUNTIME_KEYS}
     if extra_args:
@@ -119,6 +121,8 @@ def render(s: Sandbox, url: str) -> dict[str, Any]:
     if spec.expires:
         runtime["expires"] = spec.expires
     out_spec: dict[str, Any] = {k: v for k, v in spec.extra.items() if k != "runtime"}
+    if "network" in out_spec:
+        out_spec["network"] = redacted(out_spec["network"])
     out_spec["runtime"] = runtime
     if spec.policies:
         out_spec["lifecycle"] = {
