@@ -26,20 +26,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from report import emit  # noqa: E402
+from report import emit, timed  # noqa: E402
 from server import KEYS, CoveServer  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}"}
 RAW = {"Accept": "application/octet-stream"}
-
-
-def timed(fn, n: int) -> list[float]:  # type: ignore[no-untyped-def]
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
 
 
 def multipart(blob: bytes) -> tuple[bytes, str]:

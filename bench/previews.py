@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from report import emit  # noqa: E402
+from rawhttp import Client  # noqa: E402
+from report import emit, timed  # noqa: E402
 from server import KEYS, CoveServer  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}", "Content-Type": "application/json"}
@@ -78,34 +79,6 @@ ThreadingHTTPServer(("0.0.0.0", 3000), H).serve_forever()
 """
 
 
-class Client:
-    def __init__(self, url: str) -> None:
-        u = urlsplit(url)
-        self.conn = http.client.HTTPConnection(u.hostname, u.port)
-
-    def call(self, method: str, path: str, body: object = None, **headers: str):  # type: ignore[no-untyped-def]
-        payload = None if body is None else json.dumps(body).encode()
-        self.conn.request(method, path, body=payload, headers={**HEADERS, **headers})
-        return self.conn.getresponse()
-
-    def json(self, method: str, path: str, body: object = None):  # type: ignore[no-untyped-def]
-        resp = self.call(method, path, body)
-        data = resp.read()
-        assert resp.status == 200, (resp.status, data)
-        return json.loads(data)
-
-
-def timed(fn, n: int, warmup: int = 10) -> list[float]:  # type: ignore[no-untyped-def]
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
 def run_in(c: Client, sbx: str, command: str, stdin: str | None = None) -> str:
     body: dict[str, object] = {"command": command, "waitForCompletion": True}
     r = c.json("POST", sbx + "/process", body)
@@ -127,7 +100,7 @@ def main() -> None:
     data = Path(os.environ.get("COVE_TEST_DIR", "/var/tmp/cove-tests")) / uuid.uuid4().hex[:8]
     srv = CoveServer(data).start()
     try:
-        c = Client(srv.url)
+        c = Client(srv.url, HEADERS)
         name = "bench-" + uuid.uuid4().hex[:6]
         created = c.json(
             "POST",

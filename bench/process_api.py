@@ -11,7 +11,6 @@ Runs a real `cove serve` and measures it like a client would. One JSON line per 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -23,39 +22,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from report import emit  # noqa: E402
+from rawhttp import Client  # noqa: E402
+from report import emit, timed  # noqa: E402
 from server import KEYS, CoveServer  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}", "Content-Type": "application/json"}
 LINE = "0123456789abcdef" * 7 + "\n"  # 113-byte lines: the streams frame output per line
-
-
-class Client:
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port))
-
-    def call(self, method: str, path: str, body: object = None, **headers: str):  # type: ignore[no-untyped-def]
-        payload = None if body is None else json.dumps(body).encode()
-        self.conn.request(method, path, body=payload, headers={**HEADERS, **headers})
-        return self.conn.getresponse()
-
-    def json(self, method: str, path: str, body: object = None):  # type: ignore[no-untyped-def]
-        resp = self.call(method, path, body)
-        data = resp.read()
-        assert resp.status == 200, (resp.status, data)
-        return json.loads(data)
-
-
-def timed(fn, n: int, warmup: int = 10) -> list[float]:  # type: ignore[no-untyped-def]
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
 
 
 def exec_round_trip(c: Client, sbx: str, n: int) -> None:
@@ -145,7 +117,7 @@ def main() -> None:
     data = Path(os.environ.get("COVE_TEST_DIR", "/var/tmp/cove-tests")) / uuid.uuid4().hex[:8]
     srv = CoveServer(data).start()
     try:
-        c = Client(srv.url)
+        c = Client(srv.url, HEADERS)
         created = c.json(
             "POST",
             "/v0/sandboxes",

@@ -71,3 +71,25 @@ class SyncClient:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class Client:
+    """http.client connection with fixed headers: raw responses, or JSON asserted 200."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        import http.client
+
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80)
+        self._headers = headers
+
+    def call(self, method: str, path: str, body: object = None, **headers: str):  # type: ignore[no-untyped-def]
+        payload = None if body is None else json.dumps(body).encode()
+        self.conn.request(method, path, body=payload, headers={**self._headers, **headers})
+        return self.conn.getresponse()
+
+    def json(self, method: str, path: str, body: object = None) -> Any:
+        resp = self.call(method, path, body)
+        data = resp.read()
+        assert resp.status == 200, (resp.status, data)
+        return json.loads(data)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
+from collections.abc import Callable
 
 
 def emit(name: str, samples: list[float], unit: str = "ms", **extra: object) -> dict:
@@ -19,3 +21,15 @@ def emit(name: str, samples: list[float], unit: str = "ms", **extra: object) -> 
     }
     print(json.dumps(row), flush=True)
     return row
+
+
+def timed(fn: Callable[[], object], n: int, warmup: int = 10) -> list[float]:
+    """Milliseconds of n calls of fn, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
