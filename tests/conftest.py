@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -62,3 +63,18 @@ def sdk(server: CoveServer):  # type: ignore[no-untyped-def]
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def sdk_sandbox(server: CoveServer, prefix: str, memory: int = 1024) -> Iterator[object]:
+    """A sandbox made and deleted through the official SDK (for module-scoped fixtures)."""
+    from blaxel.core.client import client
+
+    client.with_base_url(server.url + "/v0")
+    import blaxel.core.sandbox as sdk
+
+    box = sdk.SyncSandboxInstance.create({"name": unique(prefix), "memory": memory})
+    try:
+        yield box
+    finally:
+        sdk.SyncSandboxInstance.delete(box.metadata.name)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import unique
+from conftest import sdk_sandbox, unique
 from test_sandbox_ports_terminal import _serve
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
@@ -88,15 +88,9 @@ def dom_with(url: str, marker: str, screenshot: Path | None = None, attempts: in
 
 @pytest.fixture(scope="module")
 def sb(server):  # type: ignore[no-untyped-def]
-    from blaxel.core.client import client
-
-    client.with_base_url(server.url + "/v0")
-    import blaxel.core.sandbox as sdk
-
-    box = sdk.SyncSandboxInstance.create({"name": unique("web"), "memory": 1024})
-    _serve(box, PAGE_APP, 5173, unique("page"))
-    yield box
-    sdk.SyncSandboxInstance.delete(box.metadata.name)
+    with sdk_sandbox(server, "web") as box:
+        _serve(box, PAGE_APP, 5173, unique("page"))
+        yield box
 
 
 def test_page_and_websocket_through_a_public_preview(sb, api, tmp_path):  # type: ignore[no-untyped-def]

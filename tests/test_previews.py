@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import unique
+from conftest import sdk_sandbox, unique
 from test_sandbox_ports_terminal import HTTP_APP, WS_ECHO, _serve
 from websockets.sync.client import connect as ws_connect
 
@@ -23,22 +23,16 @@ def _sh(sb, command: str) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def sb(server):  # type: ignore[no-untyped-def]
-    from blaxel.core.client import client
-
-    client.with_base_url(server.url + "/v0")
-    import blaxel.core.sandbox as sdk
-
-    box = sdk.SyncSandboxInstance.create({"name": unique("prv"), "memory": 1024})
-    _sh(box, "mkdir -p /srv/site && printf 'hello preview' > /srv/site/hello.txt")
-    box.process.exec(
-        {
-            "name": "site",
-            "command": f"cd /srv/site && exec python3 -m http.server {APP_PORT}",
-            "wait_for_ports": [APP_PORT],
-        }
-    )
-    yield box
-    sdk.SyncSandboxInstance.delete(box.metadata.name)
+    with sdk_sandbox(server, "prv") as box:
+        _sh(box, "mkdir -p /srv/site && printf 'hello preview' > /srv/site/hello.txt")
+        box.process.exec(
+            {
+                "name": "site",
+                "command": f"cd /srv/site && exec python3 -m http.server {APP_PORT}",
+                "wait_for_ports": [APP_PORT],
+            }
+        )
+        yield box
 
 
 def _previews(sb) -> str:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import unique
+from conftest import sdk_sandbox, unique
 from server import KEYS
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
@@ -75,14 +75,8 @@ asyncio.run(main())
 
 @pytest.fixture(scope="module")
 def sb(server):  # type: ignore[no-untyped-def]
-    from blaxel.core.client import client
-
-    client.with_base_url(server.url + "/v0")
-    import blaxel.core.sandbox as sdk
-
-    box = sdk.SyncSandboxInstance.create({"name": unique("net"), "memory": 1024})
-    yield box
-    sdk.SyncSandboxInstance.delete(box.metadata.name)
+    with sdk_sandbox(server, "net") as box:
+        yield box
 
 
 def _url(sb) -> str:  # type: ignore[no-untyped-def]

@@ -7,21 +7,15 @@ import threading
 import time
 
 import pytest
-from conftest import unique
+from conftest import sdk_sandbox, unique
 from server import KEYS
 
 
 @pytest.fixture(scope="module")
 def sb(server):  # type: ignore[no-untyped-def]
     """One sandbox for the module (the `sdk` fixture's set-up, at module scope)."""
-    from blaxel.core.client import client
-
-    client.with_base_url(server.url + "/v0")
-    import blaxel.core.sandbox as sdk
-
-    box = sdk.SyncSandboxInstance.create({"name": unique("proc"), "memory": 1024})
-    yield box
-    sdk.SyncSandboxInstance.delete(box.metadata.name)
+    with sdk_sandbox(server, "proc") as box:
+        yield box
 
 
 def _url(sb) -> str:  # type: ignore[no-untyped-def]

@@ -9,19 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import unique
+from conftest import sdk_sandbox, unique
 
 
 @pytest.fixture(scope="module")
 def sb(server):  # type: ignore[no-untyped-def]
-    from blaxel.core.client import client
-
-    client.with_base_url(server.url + "/v0")
-    import blaxel.core.sandbox as sdk
-
-    box = sdk.SyncSandboxInstance.create({"name": unique("ses"), "memory": 1024})
-    yield box
-    sdk.SyncSandboxInstance.delete(box.metadata.name)
+    with sdk_sandbox(server, "ses") as box:
+        yield box
 
 
 def test_session_is_a_private_preview_on_443_with_a_token(sb, api):  # type: ignore[no-untyped-def]
