@@ -108,3 +108,22 @@ def test_file_api_cannot_escape(api, sandbox, tmp_path):  # type: ignore[no-unty
     assert secret.read_text() == "host data", r.text
     r = api.put(url + "/filesystem/../../../../tmp/" + secret.name, json={"content": "x"})
     assert secret.read_text() == "host data"
+
+
+def test_another_sandbox_is_unreachable(api, sandbox):  # type: ignore[no-untyped-def]
+    first, second = sandbox(), sandbox()
+    api.post(second + "/process", json={"command": "python3 -m http.server 8000 --bind 0.0.0.0"})
+    ready = run(
+        api,
+        second,
+        "for i in $(seq 50); do curl -s -o /dev/null localhost:8000 && echo up && break; sleep 0.1; done",
+    )
+    assert ready["stdout"] == "up\n"  # the server really listens in the second sandbox
+    # From the first: its own loopback, a direct connect, and the egress proxy all fail.
+    for command in (
+        "curl -s -m 3 --noproxy '*' http://127.0.0.1:8000/",
+        "python3 -c \"import socket; socket.create_connection(('10.0.0.2', 8000), 3)\"",
+        "curl -s -m 3 http://localhost:8000/ -x http://127.0.0.1:3128",
+    ):
+        out = run(api, first, command)
+        assert out["exitCode"] != 0 or "Directory listing" not in out["stdout"], (command, out)
