@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from starlette.applications import Starlette
@@ -47,6 +47,3 @@ def build_app(
         exception_handlers={404: not_found},
         middleware=[Middleware(PreviewEdge)],  # preview traffic, by path or Host header
     )
-
-
-__all__ = ["build_app", "AsyncIterator"]

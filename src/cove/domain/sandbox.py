@@ -21,10 +21,6 @@ class Status(StrEnum):
     DELETING = "deleting"
     DELETED = "deleted"
 
-    @property
-    def live(self) -> bool:
-        return self in (Status.PROVISIONING, Status.RUNNING)
-
 
 TIER_MEMORY_MB = {"xs": 2048, "s": 4096, "m": 8192, "l": 16384, "xl": 32768}
 DEFAULT_TIER = "s"
@@ -80,16 +76,20 @@ class ExpirationPolicy:
             )
         if self.action != "delete":
             raise InvalidRequest(f"expirationPolicies: action {self.action!r} must be 'delete'")
+        # Parsed once: the expiry sweep asks every sandbox for its deadline 4 times a second.
         if self.type == "date":
-            parse_timestamp(self.value, "expirationPolicies.value")
+            object.__setattr__(
+                self, "_date", parse_timestamp(self.value, "expirationPolicies.value")
+            )
         else:
-            parse_duration(self.value, "expirationPolicies.value")
+            span = timedelta(seconds=parse_duration(self.value, "expirationPolicies.value"))
+            object.__setattr__(self, "_span", span)
 
     def deadline(self, created_at: datetime, last_used_at: datetime) -> datetime:
         if self.type == "date":
-            return parse_timestamp(self.value, "expirationPolicies.value")
+            return self._date  # type: ignore[attr-defined, no-any-return]
         base = created_at if self.type == "ttl-max-age" else last_used_at
-        return base + timedelta(seconds=parse_duration(self.value))
+        return base + self._span  # type: ignore[attr-defined, no-any-return]
 
 
 def validate_envs(envs: dict[str, str]) -> dict[str, str]:

@@ -132,6 +132,3 @@ class Runtime(Protocol):
 
     async def destroy(self, handle: SandboxHandle) -> None:
         """Kill everything in the sandbox and release every resource it holds."""
-
-    def memory_usage(self, handle: SandboxHandle) -> int:
-        """Bytes of memory the sandbox's cgroup holds now."""

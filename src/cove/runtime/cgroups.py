@@ -83,13 +83,6 @@ def _write_fast(path: str, value: str) -> None:
         os.close(fd)
 
 
-def memory_usage(parent: str, sandbox_id: str) -> int:
-    try:
-        return int((ROOT / "memory" / parent / sandbox_id / "memory.usage_in_bytes").read_text())
-    except (OSError, ValueError):
-        return 0
-
-
 def procs(parent: str, sandbox_id: str) -> list[int]:
     try:
         return [

@@ -355,6 +355,3 @@ class NamespaceRuntime:
             shutil.rmtree(bundle, ignore_errors=True)
         if left:
             raise RuntimeError_(f"sandbox {sid}: could not remove cgroups {left}")
-
-    def memory_usage(self, handle: SandboxHandle) -> int:
-        return cgroups.memory_usage(self._cg, handle.sandbox_id)

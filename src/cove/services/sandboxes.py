@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from cove.domain.durations import utcnow
@@ -61,7 +61,6 @@ class LiveSandbox:
     handle: SandboxHandle | None = None
     processes: ProcessManager | None = None
     files: SandboxFiles | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def require_running(self) -> LiveSandbox:
         if self.record.status == Status.PROVISIONING:
@@ -168,7 +167,6 @@ class SandboxService:
         )
         live.files = SandboxFiles(handle.root)
         live.record.status = Status.RUNNING
-        live.ready.set()
 
     async def _abort_create(self, live: LiveSandbox, exc: BaseException) -> None:
         """Undo a failed create: nothing of it may stay (runtime remains, name, record)."""
