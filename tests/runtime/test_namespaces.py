@@ -1,11 +1,10 @@
-"""End-to-end tests of NamespaceRuntime (need root, crun, cgroup v1; skip otherwise).
+"""End-to-end tests of NamespaceRuntime (root, crun and cgroup v1, as scripts/install sets up).
 The image is shared with a normal install via COVE_TEST_IMAGES_DIR (default /var/lib/cove/images)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,6 @@ from cove.config import Settings
 from cove.runtime.base import Limits, RuntimeError_, SandboxConfig, UnknownImage
 from cove.runtime.cgroups import parent_for
 from cove.runtime.namespaces import NamespaceRuntime
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("crun") is None, reason="needs root and crun"
-)
 
 DATA = Path(os.environ.get("COVE_TEST_DATA_DIR", "/var/lib/cove-rt-test"))
 IMAGES = Path(os.environ.get("COVE_TEST_IMAGES_DIR", "/var/lib/cove/images"))
