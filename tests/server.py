@@ -87,15 +87,19 @@ def leftovers(data_dir: Path) -> list[str]:
     found = [
         line for line in Path("/proc/mounts").read_text().splitlines() if str(data_dir) in line
     ]
-    found += [str(cg) for cg in Path("/sys/fs/cgroup").glob(f"*/{parent_for(data_dir)}")]
-    for proc in Path("/proc").iterdir():
+    parent = parent_for(data_dir)
+    found += [str(cg) for cg in Path("/sys/fs/cgroup").glob(f"*/{parent}")]
+    for proc in Path("/proc").iterdir():  # a sandbox's root reads as "/" from here: ask cgroups
         if proc.name.isdigit():
             try:
-                root = os.readlink(proc / "root")
+                groups = (proc / "cgroup").read_text()
+                zombie = "\nState:\tZ" in (proc / "status").read_text()
             except OSError:
                 continue
-            if root.startswith(str(data_dir)):
-                found.append(f"pid {proc.name} rooted at {root}")
+            # A killed sandbox init is re-parented to the host's init, which reaps it a moment
+            # later: a zombie holds nothing but its pid entry.
+            if f"/{parent}/" in groups and not zombie:
+                found.append(f"pid {proc.name} in {parent}")
     return found
 
 

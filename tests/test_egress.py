@@ -6,17 +6,16 @@ through COVE_EGRESS_TEST_HOSTS on a server of this module's own.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import shutil
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from conftest import new_data_dir, unique
+from registry import registry_mirrors
 from server import CoveServer, leftovers
 
 SEEN: list[dict] = []  # requests the upstream received
@@ -74,20 +73,6 @@ NAMES = ("allowed.test", "api.allowed.test", "deep.api.allowed.test", "bad.allow
 NAMES += ("other.test",)
 
 
-def _registry_mirrors() -> str:
-    """Where this host's DNS puts the npm registry when that is not a public address (a
-    mirror on a reserved range): the operator setting that opens exactly those addresses.
-    (Host-side lookups of the registry names: the only names these tests resolve for real.)"""
-    found = set()
-    for name in ("registry.npmjs.org", "pypi.org", "files.pythonhosted.org"):
-        try:
-            infos = socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)
-        except OSError:
-            continue
-        found |= {ipaddress.ip_address(info[4][0]) for info in infos}
-    return ",".join(str(ip) for ip in found if not ip.is_global)
-
-
 @pytest.fixture(scope="module")
 def egress(upstream: int) -> Iterator[CoveServer]:
     mapping = [f"{n}=127.0.0.1:{upstream}" for n in NAMES]
@@ -95,7 +80,7 @@ def egress(upstream: int) -> Iterator[CoveServer]:
     srv = CoveServer(
         new_data_dir(),
         COVE_EGRESS_TEST_HOSTS=",".join(mapping),
-        COVE_EGRESS_ALLOW_NETS=_registry_mirrors(),
+        COVE_EGRESS_ALLOW_NETS=registry_mirrors(),
     ).start()
     yield srv
     assert srv.stop() == 0, srv.log()
@@ -478,12 +463,10 @@ def test_attach_detach_and_failures_leak_nothing(netns_pid, upstream):  # type: 
 
 def test_npm_install_through_the_proxy(eapi):  # type: ignore[no-untyped-def]
     name, url = create(eapi, {"allowedDomains": ["registry.npmjs.org"]})
-    # This host reaches registries through a mirror whose CA only the host trusts; the tunnel
-    # is end to end, so the sandbox needs that CA too (the proxy never sees inside TLS).
-    bundle = Path("/etc/ssl/certs/ca-certificates.crt").read_text()
-    assert eapi.put(url + "/filesystem//tmp/host-ca.crt", json={"content": bundle}).is_success
+    # The tunnel is end to end: the sandbox verifies the registry with its trust bundle (the
+    # host's CAs + cove's, tests/registry.py), the proxy never sees inside TLS.
     cmd = (
-        "export npm_config_cafile=/tmp/host-ca.crt; cd /tmp && npm init -y >/dev/null && "
+        "cd /tmp && npm init -y >/dev/null && "
         "npm install --no-audit --no-fund --no-update-notifier is-number@7.0.0 2>&1 && "
         "node -p \"require('/tmp/node_modules/is-number/package.json').version\""
     )
@@ -498,21 +481,10 @@ def test_npm_install_through_the_proxy(eapi):  # type: ignore[no-untyped-def]
 
 
 def test_pip_install_through_the_proxy(eapi):  # type: ignore[no-untyped-def]
-    """The image has no pip: fetch pip's wheel from PyPI, then pip-install a package with it."""
     name, url = create(eapi, {"allowedDomains": ["pypi.org", "files.pythonhosted.org"]})
-    bundle = Path("/etc/ssl/certs/ca-certificates.crt").read_text()  # see the npm test
-    assert eapi.put(url + "/filesystem//tmp/host-ca.crt", json={"content": bundle}).is_success
-    wheel_url = (
-        "import json,sys,urllib.parse as p; j='https://pypi.org/pypi/pip/json'; "
-        "print(p.urljoin(j, [u['url'] for u in json.load(sys.stdin)['urls'] "
-        "if u['filename'].endswith('.whl')][0]))"
-    )
     cmd = (
-        "set -e; cd /tmp; export CURL_CA_BUNDLE=/tmp/host-ca.crt; "
-        f'u=$(curl -sS https://pypi.org/pypi/pip/json | python3 -c "{wheel_url}"); '
-        'curl -sS -o /tmp/pip.whl "$u"; '
-        "python3 /tmp/pip.whl/pip install -q --no-cache-dir --root-user-action=ignore "
-        "--cert /tmp/host-ca.crt --target /tmp/pkgs six==1.16.0; "
+        "set -e; cd /tmp; python3 -m pip install -q --no-cache-dir --root-user-action=ignore "
+        "--target /tmp/pkgs six==1.16.0; "
         "PYTHONPATH=/tmp/pkgs python3 -c 'import six; print(six.__version__)'"
     )
     out = run(eapi, url, cmd)

@@ -65,6 +65,48 @@ def parse_networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
+def parse_rate(raw: str) -> float:
+    """`20/s`, `600/m`, `20` (per second) → requests per second; `off` or `0` → 0 (no limit)."""
+    text = raw.strip().lower()
+    if text in ("off", "0", "none"):
+        return 0.0
+    count, _, unit = text.partition("/")
+    per = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}.get(unit.strip())
+    try:
+        rate = float(count) / per if per else -1.0
+    except ValueError:
+        rate = -1.0
+    if not rate > 0 or rate == float("inf"):
+        raise ValueError(f"COVE_RATE_LIMIT={raw!r} is not like '20/s', '600/m', '20' or 'off'")
+    return rate
+
+
+def _billing(raw: str) -> bool:
+    """COVE_BILLING: off (default, usage is recorded, never refused) or enforce."""
+    text = raw.strip().lower()
+    if text not in ("", "off", "enforce"):
+        raise ValueError(f"COVE_BILLING={raw!r} is not off or enforce")
+    return text == "enforce"
+
+
+def _file(name: str) -> Path | None:
+    raw = os.environ.get(name, "").strip()
+    if raw and not Path(raw).is_file():
+        raise ValueError(f"{name}={raw!r} is not a file")
+    return Path(raw).absolute() if raw else None
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds (0 < s <= 3600)")
+    return value
+
+
 def _flag(name: str, default: bool) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:
@@ -102,6 +144,21 @@ class Settings:
     # host's DNS points package registries at a mirror. Loopback, link-local and the host's
     # own addresses stay refused.
     egress_allow_nets: tuple[IPNetwork, ...] = ()
+    # A proxied connection or CONNECT tunnel that moves no byte either way this long is closed.
+    egress_idle_timeout_s: int = 300
+    # Tests only, off by default: one more CA file the proxy trusts when it verifies upstreams
+    # it intercepts (a local HTTPS test server); the host's system CAs are always trusted.
+    egress_test_ca: Path | None = None
+    # Metering (issue 7): usage is always recorded in the ledger; a price the balance does not
+    # cover is refused (402) only when enforcing. Unused sandbox time is refunded only if asked.
+    billing_enforce: bool = False
+    billing_refund_unused: bool = False
+    # Per API key token bucket for /v0 and /v1 (0 = no limit): refill per second, capacity.
+    rate_limit: float = 100.0
+    rate_burst: int = 2000
+    # Jobs: tasks of one execution running at once; how often the cron loop looks for due ticks.
+    job_concurrency: int = 4
+    cron_tick_s: float = 1.0
 
     @property
     def run_dir(self) -> Path:
@@ -128,4 +185,12 @@ class Settings:
             egress_transparent=_flag("COVE_EGRESS_TRANSPARENT", False),
             egress_test_hosts=parse_test_hosts(os.environ.get("COVE_EGRESS_TEST_HOSTS", "")),
             egress_allow_nets=parse_networks(os.environ.get("COVE_EGRESS_ALLOW_NETS", "")),
+            egress_idle_timeout_s=_int("COVE_EGRESS_IDLE_TIMEOUT", 300),
+            egress_test_ca=_file("COVE_EGRESS_TEST_CA"),
+            billing_enforce=_billing(os.environ.get("COVE_BILLING", "")),
+            billing_refund_unused=_flag("COVE_BILLING_REFUND_UNUSED", False),
+            rate_limit=(rate := parse_rate(os.environ.get("COVE_RATE_LIMIT") or "100/s")),
+            rate_burst=_int("COVE_RATE_LIMIT_BURST", max(1, int(rate * 20))),
+            job_concurrency=max(1, _int("COVE_JOB_CONCURRENCY", 4)),
+            cron_tick_s=_seconds("COVE_CRON_TICK_S", 1.0),
         )

@@ -18,13 +18,25 @@ from cove.egress.local import LocalEgress
 from cove.egress.noop import NoEgress
 from cove.runtime.base import RuntimeError_
 from cove.runtime.namespaces import NamespaceRuntime
+from cove.runtime.oci import ZYGOTE_DIR
+from cove.scheduler.cron import run_cron
 from cove.scheduler.expiry import run_expiry
+from cove.scheduler.previews import run_preview_expiry
 from cove.services.auth import AuthService
+from cove.services.billing import Billing, Policy
+from cove.services.deploys import DeployService
+from cove.services.jobs import JobService
 from cove.services.previews import PreviewService
+from cove.services.ratelimit import RateLimiter
+from cove.services.runs import RunService
 from cove.services.sandboxes import SandboxService
+from cove.services.workloads import Workloads
 from cove.store.db import create_schema, make_engine
+from cove.store.jobs import JobRepo
 from cove.store.keys import KeyRepo
+from cove.store.ledger import LedgerRepo
 from cove.store.previews import PreviewRepo
+from cove.store.runs import RunRepo
 from cove.store.sandboxes import SandboxRepo
 from cove.store.writer import Writer
 
@@ -68,9 +80,40 @@ def create_app(settings: Settings) -> Starlette:
             settings.public_url, settings.preview_domain, p
         )
         app.state.auth = auth
+        app.state.billing = Billing(
+            LedgerRepo(engine, writer),
+            Policy(settings.billing_enforce, settings.billing_refund_unused),
+        )
+        app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        service.on_deleted.append(app.state.billing.sandbox_deleted)  # overtime / refunds
         app.state.sandboxes = service
+        app.state.workloads = Workloads(service)  # runs and job tasks
+        app.state.runs = RunService(RunRepo(engine, writer), app.state.workloads, app.state.billing)
+        deploys = DeployService(
+            service,
+            previews,
+            app.state.billing,
+            SandboxRepo(engine, writer),  # deploy events are saved with the sandbox's row
+            lambda p: app.state.preview_urls(p)[0],
+        )
+        await deploys.load()
+        service.on_deleted.append(deploys.sandbox_deleted)
+        app.state.deploys = deploys
         app.state.sandbox_url = lambda s: sandbox_url(settings, s)
         expiry = asyncio.ensure_future(run_expiry(service, settings.expiry_interval_s))
+        jobs = JobService(
+            JobRepo(engine, writer),
+            app.state.workloads,
+            service,
+            app.state.billing,
+            settings.job_concurrency,
+        )
+        await jobs.restore()  # executions a stop interrupted end as failed
+        app.state.jobs = jobs
+        cron = asyncio.ensure_future(run_cron(jobs, settings.cron_tick_s))
+        preview_expiry = asyncio.ensure_future(
+            run_preview_expiry(previews, settings.expiry_interval_s)
+        )
         app.state.ready = True
         log.info("cove ready at %s", settings.public_url)
         try:
@@ -78,6 +121,10 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             app.state.ready = False
             expiry.cancel()
+            preview_expiry.cancel()
+            cron.cancel()
+            await jobs.shutdown()  # before the sandboxes: its tasks' sandboxes are deleted
+            await deploys.close()  # before processes close: builds wait on them
             await service.shutdown()
             await runtime.close(destroy_all=True)
             await engine.dispose()
@@ -90,8 +137,16 @@ def make_egress(settings: Settings) -> Egress:
         return NoEgress()
     if settings.egress_test_hosts:
         log.warning("COVE_EGRESS_TEST_HOSTS is set: for tests only")
+    if settings.egress_test_ca:
+        log.warning("COVE_EGRESS_TEST_CA is set: for tests only")
     return LocalEgress(
-        settings.egress_test_hosts, settings.egress_allow_nets, settings.egress_transparent
+        settings.egress_test_hosts,
+        settings.egress_allow_nets,
+        settings.egress_transparent,
+        ca_dir=settings.data_dir / "egress",  # the CA's key: never inside a sandbox
+        shared=(settings.data_dir / "bin", ZYGOTE_DIR),  # read-only in every sandbox
+        test_ca=settings.egress_test_ca,
+        idle_timeout_s=settings.egress_idle_timeout_s or float("inf"),  # 0: never
     )
 
 

@@ -12,10 +12,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from cove.api.preview.edge import PreviewEdge
+from cove.api.ratelimit import RateLimit
 from cove.api.sandbox import routes as sandbox_routes
+from cove.api.v0 import jobs as v0_jobs
 from cove.api.v0 import previews as v0_previews
 from cove.api.v0 import sandboxes as v0_sandboxes
+from cove.api.v1 import deploy as v1_deploy
+from cove.api.v1 import jobs as v1_jobs
 from cove.api.v1 import previews as v1_previews
+from cove.api.v1 import runs as v1_runs
 from cove.api.v1 import sandboxes as v1_sandboxes
 
 
@@ -38,6 +43,10 @@ def build_app(
         *v0_sandboxes.routes,
         *v0_previews.routes,
         *v1_previews.routes,
+        *v1_deploy.routes,
+        *v0_jobs.routes,
+        *v1_jobs.routes,
+        *v1_runs.routes,
         *sandbox_routes.routes(),  # before v1 so /v1/sandboxes/{name}/process is matched here
         *v1_sandboxes.routes,
     ]
@@ -45,5 +54,6 @@ def build_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: not_found},
-        middleware=[Middleware(PreviewEdge)],  # preview traffic, by path or Host header
+        # Preview traffic (by path or Host header) first; the rate limit sees only API calls.
+        middleware=[Middleware(PreviewEdge), Middleware(RateLimit)],
     )

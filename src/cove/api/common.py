@@ -27,14 +27,27 @@ def workspace_of(request: Request) -> str:
     return auth.authenticate(token, headers.get("x-blaxel-workspace"))
 
 
+async def read_body(request: Request, limit: int, what: str = "request body") -> bytes:
+    """The whole body, refused once past `limit` while it streams in (a huge or endless body
+    is never held in memory whole)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise InvalidRequest(f"{what} is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidRequest(f"{what} is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def json_object(request: Request, required: bool = True) -> dict[str, Any]:
-    body = await request.body()
+    body = await read_body(request, MAX_JSON_BODY)
     if not body.strip():
         if required:
             raise InvalidRequest("request body must be a JSON object")
         return {}
-    if len(body) > MAX_JSON_BODY:
-        raise InvalidRequest(f"request body is larger than {MAX_JSON_BODY} bytes")
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -42,6 +55,13 @@ async def json_object(request: Request, required: bool = True) -> dict[str, Any]
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     return data
+
+
+def only_fields(body: dict[str, Any], allowed: set[str] | frozenset[str], where: str = "") -> None:
+    """400 naming every field `body` has beyond `allowed` (typos must not pass silently)."""
+    unknown = set(body) - set(allowed)
+    if unknown:
+        raise InvalidRequest(f"{where}unknown field(s): {', '.join(sorted(unknown))}")
 
 
 def flag(request: Request, name: str, default: bool = False) -> bool:

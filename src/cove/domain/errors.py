@@ -40,6 +40,25 @@ class LimitExceeded(CoveError):
     status, code = 422, "SANDBOX_LIMIT_EXCEEDED"
 
 
+class PaymentRequired(CoveError):
+    """The workspace's prepaid balance does not cover the price; nothing was done."""
+
+    status, code = 402, "PAYMENT_REQUIRED"
+
+    def __init__(self, message: str, *, price: str, balance: str, action: str) -> None:
+        super().__init__(message)
+        self.details = {"price": price, "currency": "USD", "balance": balance, "action": action}
+
+
+class RateLimited(CoveError):
+    status, code = 429, "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # whole seconds, sent as Retry-After
+        self.details = {"retryAfter": retry_after}
+
+
 class NotReady(CoveError):
     status, code = 503, "NOT_READY"
 

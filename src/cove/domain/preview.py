@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cove.domain.durations import utcnow
@@ -12,6 +12,9 @@ from cove.domain.errors import InvalidRequest
 from cove.domain.sandbox import validate_name
 
 SANDBOX_API_PORT = 443  # a preview on this port serves the sandbox API itself (sessions)
+# An expired token stays listed (`expired: true`) for as long as it was valid, at most this long,
+# then it is deleted: however fast tokens are minted, about as many dead ones are kept as live.
+EXPIRED_TOKEN_KEPT_MAX = timedelta(hours=1)
 
 
 @dataclass
@@ -52,6 +55,10 @@ class PreviewToken:
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at <= (now or utcnow())
+
+    def purge_at(self) -> datetime:
+        kept = min(max(self.expires_at - self.created_at, timedelta(0)), EXPIRED_TOKEN_KEPT_MAX)
+        return self.expires_at + kept
 
 
 def new_preview_id() -> str:

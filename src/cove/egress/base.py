@@ -63,5 +63,10 @@ class Egress(Protocol):
     def report(self, key: str, limit: int) -> EgressReport | None:
         """The newest `limit` log entries (oldest first) and the counters, or None."""
 
+    def counters(self, key: str) -> Counters | None:
+        """Requests and bytes out/in (for metering) since this process attached the sandbox;
+        still there for a while after its detach, so a final reading is possible. None when
+        unknown."""
+
     async def close(self) -> None:
         """Detach every sandbox."""

@@ -7,27 +7,38 @@ With transparent capture (COVE_EGRESS_TRANSPARENT=on) the netns also gets a defa
 `lo` and one nat rule sending every TCP connection not aimed at 127/8 to 127.0.0.1:3129, where
 the proxy takes the destination from SO_ORIGINAL_DST and the name from TLS SNI or the Host
 header. Sandboxes hold no CAP_NET_ADMIN, so they cannot remove the rule or the route.
+
+With a CA directory, HTTPS to hosts a routing rule must see inside is intercepted (certs.py);
+sandboxes trust cove's CA through files in the directory the runtime bind-mounts read-only into
+every sandbox (`shared`: host path, path inside), named by the usual variables in env().
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from cove.domain.network import NetworkPolicy
-from cove.egress.base import PROXY_PORT, PROXY_URL, EgressError, EgressReport
+from cove.egress.base import PROXY_PORT, PROXY_URL, Counters, EgressError, EgressReport
+from cove.egress.certs import Authority
 from cove.egress.dns import DnsServer
 from cove.egress.log import RequestLog
 from cove.egress.policy import IPNetwork, Resolver
-from cove.egress.proxy import SandboxProxy
+from cove.egress.proxy import IDLE_TIMEOUT_S, SandboxProxy
 from cove.runtime.netns import socket_in_netns
 
 DNS_PORT = 53
 TRANSPARENT_PORT = 3129
 NO_PROXY = "localhost,127.0.0.1,::1"
+FINAL_COUNTERS = 4096  # detached sandboxes whose last counters stay readable
+# Variables naming the trust bundle (system CAs + cove's CA) for the common TLS clients.
+_BUNDLE_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT")
+_BUNDLE_VARS += ("GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")  # Node: added to its own
 # Idempotent (a re-attach after a cove restart finds them in place).
 _CAPTURE = (
     "ip route replace default dev lo src 127.0.0.1 && "
@@ -113,15 +124,28 @@ class LocalEgress:
         test_hosts: dict[str, tuple[str, int]],
         open_nets: tuple[IPNetwork, ...] = (),
         transparent: bool = False,
+        *,
+        ca_dir: Path | None = None,
+        shared: tuple[Path, str] | None = None,
+        test_ca: Path | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self._resolver = Resolver(test_hosts, open_nets)
         self._transparent = transparent
+        self._idle_s = idle_timeout_s
         self._attached: dict[str, _Attached] = {}
+        self._final: collections.OrderedDict[str, Counters] = collections.OrderedDict()
+        self._authority = Authority(ca_dir, test_ca) if ca_dir is not None else None
+        self._trust_env: dict[str, str] = {}
+        if self._authority is not None and shared is not None:
+            _, bundle_name = self._authority.write_trust(shared[0])
+            bundle = f"{shared[1]}/{bundle_name}"
+            self._trust_env = {var: bundle for var in _BUNDLE_VARS}
 
     def env(self) -> dict[str, str]:
         proxy = {k: PROXY_URL for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
         npm = {"npm_config_proxy": PROXY_URL, "npm_config_https_proxy": PROXY_URL}
-        return {**proxy, **npm, "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY}
+        return {**proxy, **npm, "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY, **self._trust_env}
 
     async def attach(self, key: str, init_pid: int, policy: NetworkPolicy) -> None:
         await self.detach(key)
@@ -131,7 +155,7 @@ class LocalEgress:
         except OSError as exc:
             raise EgressError(f"cannot listen in the sandbox's network: {exc.strerror}") from None
         log = RequestLog()
-        proxy = SandboxProxy(self._resolver, log, policy)
+        proxy = SandboxProxy(self._resolver, log, policy, self._authority, self._idle_s)
         attached = _Attached(proxy, DnsServer(self._resolver, lambda: proxy.policy), log)
         try:
             await proxy.serve(socks[0])
@@ -147,6 +171,7 @@ class LocalEgress:
                 raise EgressError(f"cannot serve the sandbox's network: {exc}") from None
             raise
         self._attached[key] = attached
+        self._final.pop(key, None)
 
     def update(self, key: str, policy: NetworkPolicy) -> None:
         attached = self._attached.get(key)
@@ -158,10 +183,17 @@ class LocalEgress:
         if attached is not None:
             with contextlib.suppress(Exception):
                 await attached.close()
+            self._final[key] = attached.log.totals()
+            while len(self._final) > FINAL_COUNTERS:
+                self._final.popitem(last=False)
 
     def report(self, key: str, limit: int) -> EgressReport | None:
         attached = self._attached.get(key)
         return attached.log.report(limit) if attached is not None else None
+
+    def counters(self, key: str) -> Counters | None:
+        attached = self._attached.get(key)
+        return attached.log.totals() if attached is not None else self._final.get(key)
 
     async def close(self) -> None:
         for key in list(self._attached):

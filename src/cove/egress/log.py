@@ -25,6 +25,8 @@ class Entry:
     bytes_in: int = 0
     blocked: str | None = None
     duration_ms: float | None = None
+    request_id: str | None = None  # the X-Blaxel-Request-Id the upstream got
+    intercepted: bool = False  # HTTPS opened by the proxy to apply a routing rule
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,8 @@ class Entry:
             "bytesIn": self.bytes_in,
             "blocked": self.blocked,
             "durationMs": self.duration_ms,
+            "requestId": self.request_id,
+            "intercepted": self.intercepted,
         }
 
 
@@ -69,7 +73,9 @@ class RequestLog:
     def finish(self, entry: Entry) -> None:
         entry.duration_ms = round((time.time() - entry.started) * 1000, 2)
 
+    def totals(self) -> Counters:
+        return Counters(**vars(self.counters))
+
     def report(self, limit: int) -> EgressReport:
         entries = list(self._ring)[-limit:] if limit > 0 else []
-        counters = Counters(**vars(self.counters))
-        return EgressReport([e.as_json() for e in entries], counters)
+        return EgressReport([e.as_json() for e in entries], self.totals())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cove.domain.network import NetworkPolicy
-from cove.egress.base import EgressReport
+from cove.egress.base import Counters, EgressReport
 
 
 class NoEgress:
@@ -20,6 +20,9 @@ class NoEgress:
         return None
 
     def report(self, key: str, limit: int) -> EgressReport | None:
+        return None
+
+    def counters(self, key: str) -> Counters | None:
         return None
 
     async def close(self) -> None:

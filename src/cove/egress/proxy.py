@@ -1,16 +1,25 @@
-"""One sandbox's HTTP proxy: plain-HTTP forwarding (absolute-form requests) and CONNECT tunnels.
+"""One sandbox's HTTP proxy: plain-HTTP forwarding (absolute-form requests) and CONNECT.
 
 Its listening socket lives in the sandbox's network namespace (127.0.0.1:3128 there); every
 connection it accepts is served here, in the cove process, and dials out from the host
 namespace to addresses checked by policy.Resolver. One request per client connection for plain
 HTTP (the upstream is asked to close, and so is the client), so every request is checked.
-HTTPS is tunnelled, not intercepted: the policy sees the CONNECT host only.
+
+HTTPS is tunnelled (the policy sees the CONNECT host only), except towards a host whose routing
+rule must see inside (headers, body fields, secrets): then the proxy first opens TLS to the
+upstream, verified against the host's CAs, and only then answers the CONNECT and speaks TLS to
+the sandbox with a certificate from cove's CA (certs.py), so a secret only ever travels to the
+genuine destination. Such a CONNECT must carry TLS and carries one request, sent upstream with
+the rule applied. TLS on both sides of an interception is tls.TlsStream (ssl.MemoryBIO).
 
 Transparent connections (redirected by the netns's nat rule, see local.py) carry no request:
 the name comes from the TLS ClientHello's SNI or the HTTP Host header of the first bytes, else
 the original destination address stands for the name. The proxy dials that name itself (the
 policy and address rules apply to it as to any request), so naming an allowed host while
-connecting to another address reaches the allowed host, not the other address.
+connecting to another address reaches the allowed host, not the other address. They are
+tunnelled as they are (no routing rule applies to them).
+
+A connection that moves no byte either way for `idle_timeout_s` is closed.
 """
 
 from __future__ import annotations
@@ -20,56 +29,52 @@ import contextlib
 import logging
 import secrets
 import socket
-import struct
+import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from cove.domain.network import NetworkPolicy
+from cove.domain.network import NetworkPolicy, Route, normalize_host
+from cove.egress.certs import Authority
+from cove.egress.http1 import (
+    HEAD_LIMIT,
+    BadRequest,
+    RequestHead,
+    parse_head,
+    read_body,
+    respond,
+    rewrite_body,
+    rewrites_body,
+    split_host_port,
+    status_of,
+    upstream_head,
+)
 from cove.egress.log import Entry, RequestLog
-from cove.egress.policy import Refused, Resolver, Target
+from cove.egress.policy import Refused, Resolver
+from cove.egress.sniff import original_destination, server_name
+from cove.egress.streams import CHUNK, Reader, Stream, Writer, dial, pump, tls_to
+from cove.egress.tls import TlsStream
 
 log = logging.getLogger("cove.egress")
-HEAD_LIMIT = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
-CONNECT_TIMEOUT_S = 10.0
-CHUNK = 64 * 1024
+IDLE_TIMEOUT_S = 300.0
 MAX_CONNECTIONS = 256  # per sandbox; each holds two host fds (client side and upstream)
 PEEK_TIMEOUT_S = 2.0  # transparent: wait this long for a ClientHello / request line
-SO_ORIGINAL_DST = 80
-_HOP_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive", "te"}
-_REASONS = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large"}
-_REASONS |= {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
-
-
-class BadRequest(Exception):
-    pass
-
-
-def split_host_port(authority: str, default: int | None) -> tuple[str, int]:
-    """'host:port' / '[v6]:port' / 'host' (with a default port) → (host, port)."""
-    if authority.startswith("["):
-        host, sep, rest = authority[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise BadRequest(f"bad authority {authority!r}")
-        port_text = rest[1:]
-    elif authority.count(":") == 1:
-        host, _, port_text = authority.partition(":")
-    else:
-        host, port_text = authority, ""
-    if not port_text:
-        if default is None:
-            raise BadRequest("CONNECT needs host:port")
-        return host, default
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise BadRequest(f"bad port in {authority!r}")
-    return host, int(port_text)
 
 
 class SandboxProxy:
-    def __init__(self, resolver: Resolver, log: RequestLog, policy: NetworkPolicy) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        log: RequestLog,
+        policy: NetworkPolicy,
+        authority: Authority | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> None:
         self.policy = policy
         self._resolver = resolver
         self._log = log
+        self._authority = authority  # None: rules apply to plain HTTP only, HTTPS is tunnelled
+        self._idle_s = idle_timeout_s
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -110,7 +115,7 @@ class SandboxProxy:
                 await respond(writer, 503, f"more than {MAX_CONNECTIONS} open connections")
                 return
             await serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError):
             pass
         except asyncio.CancelledError:
             # close() cancels us; ending normally spares asyncio's stream callback (3.11) from
@@ -124,29 +129,21 @@ class SandboxProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
-        except asyncio.LimitOverrunError:
-            await respond(writer, 431, "request head too large")
-            return
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        try:
-            if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-                raise BadRequest("malformed request line")
-            method, target, version = parts
-            if method == "CONNECT":
-                host, port = split_host_port(target, None)
-                await self._tunnel(reader, writer, host, port)
+            req = await _read_head(reader)
+            if req.method == "CONNECT":
+                host, port = split_host_port(req.target, None)
+                await self._tunnel(reader, writer, host, port, req.target)
             else:
-                await self._forward(reader, writer, method, target, version, lines[1:])
+                await self._forward(reader, writer, req)
         except BadRequest as exc:
-            await respond(writer, 400, str(exc))
+            await respond(writer, exc.status, str(exc))
 
     async def _open(
-        self, writer: asyncio.StreamWriter, entry: Entry, answer: bool = True
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """Resolve, check and dial entry's destination; on failure answers the client itself
-        (an HTTP error, or for a transparent connection nothing: it is just closed)."""
+        self, writer: Writer, entry: Entry, answer: bool = True, tls: bool = False
+    ) -> Stream | None:
+        """Resolve, check and dial entry's destination (over TLS verified against the host's
+        CAs when `tls`); on failure answers the client itself (an HTTP error, or for a
+        transparent connection nothing: it is just closed)."""
         try:
             target = await self._resolver.resolve(self.policy, entry.host, entry.port)
         except Refused as exc:
@@ -155,7 +152,13 @@ class SandboxProxy:
                 await respond(writer, 403, f"blocked: {exc}")
             return None
         try:
-            return await dial(target)
+            stream = await dial(target)
+            if tls and self._authority is not None:
+                return await tls_to(stream, self._authority.upstream, target.host)
+            return stream
+        except ssl.SSLError as exc:  # before OSError: it is one
+            detail = getattr(exc, "verify_message", None) or exc.reason or "handshake failed"
+            status, message = 502, f"TLS with {target.host} failed: {detail}"
         except TimeoutError:  # before OSError: it is one
             status, message = 504, f"timed out connecting to {target.host}:{target.port}"
         except OSError as exc:
@@ -185,175 +188,170 @@ class SandboxProxy:
         await self._pipe(reader, writer, upstream, entry, None)
 
     async def _tunnel(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int
-    ) -> None:
-        entry = self._log.start("CONNECT", host, port)
-        upstream = await self._open(writer, entry)
-        if upstream is None:
-            return
-        entry.status = "tunnel"
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await self._pipe(reader, writer, upstream, entry, None)
-
-    async def _forward(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        method: str,
-        target: str,
-        version: str,
-        headers: list[str],
+        host: str,
+        port: int,
+        authority: str,
     ) -> None:
-        url = urlsplit(target)
+        entry = self._log.start("CONNECT", host, port)
+        route = self.policy.route_for(host)
+        intercept = route is not None and route.rewrites and self._authority is not None
+        upstream = await self._open(writer, entry, tls=intercept)
+        if upstream is None:
+            return
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        if route is None or not intercept:
+            entry.status = "tunnel"
+            await self._pipe(reader, writer, upstream, entry, None)
+            return
+        try:
+            await self._intercept(reader, writer, upstream, entry, route, authority)
+        finally:
+            upstream[1].close()
+            self._log.finish(entry)
+
+    async def _intercept(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: Stream,
+        entry: Entry,
+        route: Route,
+        authority: str,
+    ) -> None:
+        """TLS towards the sandbox, then its one request with the rule applied."""
+        assert self._authority is not None
+        entry.intercepted = True
+        context = self._authority.server_context(normalize_host(entry.host))
+        client = TlsStream(reader, writer, context, server_side=True, limit=HEAD_LIMIT)
+        try:
+            await client.handshake(HEAD_TIMEOUT_S)
+        except (ssl.SSLError, ConnectionError, TimeoutError):
+            entry.status = "tls-failed"  # typically: the client does not trust cove's CA
+            return
+        try:
+            req = await _read_head(client)
+            path = req.target
+            if not path.startswith("/"):
+                url = urlsplit(path)
+                if url.scheme.lower() != "https" or not url.netloc:
+                    raise BadRequest("send origin-form requests inside a tunnel")
+                path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            entry.method = req.method
+            authority = authority.removesuffix(":443")  # the Host a client would have sent
+            await self._exchange(client, client, upstream, entry, req, path, authority, route)
+            if isinstance(upstream[0], TlsStream):  # an unclean end upstream stays unclean
+                client.notify_on_close = upstream[0].clean_eof
+        except BadRequest as exc:
+            entry.status = exc.status
+            await respond(client, exc.status, str(exc))
+        finally:
+            client.close()
+
+    async def _forward(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: RequestHead
+    ) -> None:
+        url = urlsplit(req.target)
         if url.scheme.lower() != "http" or not url.netloc:
             raise BadRequest("send absolute http:// URLs, or CONNECT for https")
-        host, port = split_host_port(url.netloc.rpartition("@")[2], 80)
-        entry = self._log.start(method, host, port)
+        netloc = url.netloc.rpartition("@")[2]
+        host, port = split_host_port(netloc, 80)
+        entry = self._log.start(req.method, host, port)
+        policy = self.policy
         upstream = await self._open(writer, entry)
         if upstream is None:
             return
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        head = rewrite_head(method, path, version, headers, url.netloc.rpartition("@")[2])
-        upstream[1].write(head)
-        self._log.sent(entry, len(head))
+        route = policy.route_for(host)
+        bypassed = policy.bypassed(host)
+        await self._exchange(reader, writer, upstream, entry, req, path, netloc, route, bypassed)
+
+    async def _exchange(
+        self,
+        reader: Reader,
+        writer: Writer,
+        upstream: Stream,
+        entry: Entry,
+        req: RequestHead,
+        path: str,
+        authority: str,
+        route: Route | None,
+        bypassed: bool = False,
+    ) -> None:
+        """Send the request upstream (rewritten by its rule), then relay the response."""
+        body = None
+        try:
+            if rewrites_body(req, route):
+                assert route is not None
+                if "100-continue" in (req.header("expect") or "").lower():
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                body = rewrite_body(req, route, await read_body(reader, req))
+            entry.request_id = None if bypassed else secrets.token_hex(16)
+            head = upstream_head(req, path, authority, route, entry.request_id, body)
+        except BaseException as exc:
+            if isinstance(exc, BadRequest):
+                entry.status = exc.status
+            upstream[1].close()
+            self._log.finish(entry)
+            raise
+        upstream[1].write(head + (body or b""))
+        self._log.sent(entry, len(head) + len(body or b""))
 
         def status(chunk: bytes) -> None:
-            if entry.status is None and chunk.startswith(b"HTTP/"):
-                code = chunk.split(b" ", 2)[1:2]
-                entry.status = int(code[0]) if code and code[0].isdigit() else None
+            if entry.status is None:
+                entry.status = status_of(chunk)
 
-        await self._pipe(reader, writer, upstream, entry, status)
+        # a body read whole is sent: nothing more may follow it from the client
+        await self._pipe(reader if body is None else None, writer, upstream, entry, status)
 
     async def _pipe(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        reader: Reader | None,
+        writer: Writer,
+        upstream: Stream,
         entry: Entry,
         first: Callable[[bytes], None] | None,
     ) -> None:
-        """Copy both ways until the upstream side ends (a client EOF is passed on as EOF)."""
+        """Copy both ways until the upstream side ends (a client EOF is passed on as EOF), or
+        until nothing has moved either way for the idle timeout."""
         up_reader, up_writer = upstream
-        out = asyncio.ensure_future(
-            pump(reader, up_writer, lambda n: self._log.sent(entry, n), None)
-        )
+        loop = asyncio.get_running_loop()
+        last = [loop.time()]
+
+        def sent(n: int) -> None:
+            last[0] = loop.time()
+            self._log.sent(entry, n)
+
+        def received(n: int) -> None:
+            last[0] = loop.time()
+            self._log.received(entry, n)
+
+        back = asyncio.ensure_future(pump(up_reader, writer, received, first))
+        out = None if reader is None else asyncio.ensure_future(pump(reader, up_writer, sent, None))
         try:
-            await pump(up_reader, writer, lambda n: self._log.received(entry, n), first)
+            while not back.done():
+                idle_left = last[0] + self._idle_s - loop.time()
+                if idle_left <= 0:
+                    log.debug("egress: closing idle connection to %s", entry.host)
+                    break
+                await asyncio.wait({back}, timeout=idle_left)
+            if back.done():
+                back.result()
         finally:
-            out.cancel()
-            with contextlib.suppress(BaseException):
-                await out
+            for task in (back, out):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             up_writer.close()
             self._log.finish(entry)
 
 
-def original_destination(sock: socket.socket) -> tuple[str, int]:
-    """Where a redirected IPv4 connection was going (netfilter's SO_ORIGINAL_DST)."""
-    raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-    port, addr = struct.unpack("!2xH4s8x", raw)
-    return socket.inet_ntoa(addr), port
-
-
-def server_name(first: bytes) -> str | None:
-    """The name a connection's first bytes ask for: TLS SNI, or an HTTP/1 Host header."""
-    if first[:1] == b"\x16":
-        return _sni(first)
-    head, _, _ = first.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"host":
-            host = value.strip().decode("latin-1")
-            with contextlib.suppress(BadRequest):
-                return split_host_port(host, 0)[0] or None
-            return None
-    return None
-
-
-def _sni(record: bytes) -> str | None:
-    """server_name from a TLS ClientHello record; None when absent or malformed."""
+async def _read_head(reader: Reader) -> RequestHead:
     try:
-        pos = 5 + 4 + 2 + 32  # record header, handshake header, version, random
-        if record[5] != 1:
-            return None
-        pos += 1 + record[pos]  # session id
-        pos += 2 + struct.unpack_from("!H", record, pos)[0]  # cipher suites
-        pos += 1 + record[pos]  # compression methods
-        end = pos + 2 + struct.unpack_from("!H", record, pos)[0]
-        pos += 2
-        while pos + 4 <= min(end, len(record)):
-            kind, length = struct.unpack_from("!HH", record, pos)
-            pos += 4
-            if kind == 0:  # server_name: list length, name type 0, name length, name
-                name_len = struct.unpack_from("!H", record, pos + 3)[0]
-                return record[pos + 5 : pos + 5 + name_len].decode("ascii")
-            pos += length
-    except (IndexError, struct.error, UnicodeDecodeError, BadRequest):
-        return None
-    return None
-
-
-async def dial(target: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to the first reachable checked address (never re-resolving the name)."""
-    error: OSError | None = None
-    for _, sockaddr in target.addresses:
-        try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(sockaddr[0], sockaddr[1], limit=CHUNK), CONNECT_TIMEOUT_S
-            )
-        except OSError as exc:
-            error = exc
-    assert error is not None
-    raise error
-
-
-async def pump(
-    src: asyncio.StreamReader,
-    dst: asyncio.StreamWriter,
-    count: Callable[[int], None],
-    first: Callable[[bytes], None] | None,
-) -> None:
-    while data := await src.read(CHUNK):
-        if first is not None:
-            first(data)
-            first = None
-        count(len(data))
-        dst.write(data)
-        await dst.drain()
-    if dst.can_write_eof():
-        with contextlib.suppress(OSError):
-            dst.write_eof()
-
-
-def rewrite_head(method: str, path: str, version: str, headers: list[str], netloc: str) -> bytes:
-    """Origin-form request head for the upstream: hop-by-hop headers dropped, one request."""
-    connection_tokens = set()
-    for line in headers:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "connection":
-            connection_tokens |= {t.strip().lower() for t in value.split(",")}
-    kept = []
-    has_host = False
-    for line in headers:
-        if not line:
-            continue
-        name = line.partition(":")[0].strip().lower()
-        if name in _HOP_HEADERS or name in connection_tokens:
-            continue
-        has_host = has_host or name == "host"
-        kept.append(line)
-    if not has_host:
-        kept.insert(0, f"Host: {netloc}")
-    kept += ["Connection: close", f"X-Blaxel-Request-Id: {secrets.token_hex(16)}"]
-    return ("\r\n".join([f"{method} {path} {version}", *kept]) + "\r\n\r\n").encode("latin-1")
-
-
-async def respond(writer: asyncio.StreamWriter, status: int, message: str) -> None:
-    body = f"cove egress: {message}\n".encode()
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    with contextlib.suppress(ConnectionError):
-        writer.write(head.encode() + body)
-        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+    except asyncio.LimitOverrunError:
+        raise BadRequest("request head too large", 431) from None
+    return parse_head(head)

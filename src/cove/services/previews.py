@@ -2,7 +2,9 @@
 
 Previews and tokens are served from memory (every request through a preview looks them up) and
 written through to the database, so they survive a restart. A preview belongs to one live
-sandbox; deleting the sandbox deletes its previews and their tokens.
+sandbox; deleting the sandbox deletes its previews and their tokens. Expiry: requests are refused
+the moment a preview or token expires; the scheduler's sweep (expire_due) then deletes expired
+previews with their tokens, and expired tokens once PreviewToken.purge_at has passed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class PreviewService:
         self._sandboxes = sandboxes
         self._by_key: dict[tuple[str, str], Preview] = {}  # (sandbox id, preview name)
         self._tokens: dict[str, PreviewToken] = {}  # by token value
+        # No deadline before this: the sweep skips its scan until then (None = nothing due).
+        self._next_due: datetime | None = None
 
     async def load(self) -> None:
         """After a restart: previews of sandboxes that are gone are deleted."""
@@ -46,10 +50,12 @@ class PreviewService:
                 await self._repo.delete(p.id)
                 continue
             self._by_key[(p.sandbox_id, p.name)] = p
+            self._due(p.expires_at)
             live_ids.add(p.id)
         for t in tokens:
             if t.preview_id in live_ids:
                 self._tokens[t.value] = t
+                self._due(t.purge_at())
 
     # -- previews -------------------------------------------------------------------------
 
@@ -68,6 +74,7 @@ class PreviewService:
         preview = Preview(new_preview_id(), workspace, sandbox.id, sandbox.name, name, spec)
         preview.expires_at = _expiry(spec)
         self._by_key[(sandbox.id, name)] = preview
+        self._due(preview.expires_at)
         try:
             await self._repo.insert(preview)
         except BaseException:
@@ -94,6 +101,7 @@ class PreviewService:
         preview.spec = spec
         preview.expires_at = _expiry(spec)
         preview.updated_at = utcnow()
+        self._due(preview.expires_at)
         await self._repo.save(preview)
         return preview
 
@@ -122,6 +130,7 @@ class PreviewService:
         token = PreviewToken(new_token_name(), preview.id, new_token_value(), expires_at)
         await self._repo.insert_token(token)
         self._tokens[token.value] = token
+        self._due(token.purge_at())
         return preview, token
 
     def tokens(
@@ -142,6 +151,42 @@ class PreviewService:
                 await self._repo.delete_token(token.value)
                 return token
         raise NotFound(f"token {ref!r} not found on preview {preview_name!r}")
+
+    # -- expiry ---------------------------------------------------------------------------
+
+    def _due(self, deadline: datetime | None) -> None:
+        if deadline is not None and (self._next_due is None or deadline < self._next_due):
+            self._next_due = deadline
+
+    async def expire_due(self, now: datetime | None = None) -> None:
+        """Deletes expired previews (and their tokens) and tokens past their purge time."""
+        now = now or utcnow()
+        if self._next_due is None or now < self._next_due:
+            return
+        # Decided in one synchronous step: creations during the awaits below lower _next_due.
+        self._next_due = None
+        previews: list[Preview] = []
+        tokens: list[PreviewToken] = []
+        for p in self._by_key.values():
+            if p.expired(now):
+                previews.append(p)
+            else:
+                self._due(p.expires_at)
+        for t in self._tokens.values():
+            if t.purge_at() <= now:
+                tokens.append(t)
+            else:
+                self._due(t.purge_at())
+        try:
+            for preview in previews:
+                log.info("preview %s of sandbox %s expired", preview.name, preview.sandbox_name)
+                await self._forget(preview)
+            for token in tokens:
+                if self._tokens.pop(token.value, None) is not None:
+                    await self._repo.delete_token(token.value)
+        except BaseException:
+            self._due(now)  # what is left is retried by the next sweep
+            raise
 
     # -- traffic --------------------------------------------------------------------------
 

@@ -24,9 +24,9 @@ from cove.domain.errors import (
     NotReady,
     Unavailable,
 )
-from cove.domain.network import NetworkPolicy, parse_network
+from cove.domain.network import NetworkPolicy, keep_secrets, parse_network
 from cove.domain.sandbox import Sandbox, SandboxSpec, Status, generate_name, new_sandbox_id
-from cove.egress.base import Egress, EgressError, EgressReport
+from cove.egress.base import Counters, Egress, EgressError, EgressReport
 from cove.egress.noop import NoEgress
 from cove.runtime.base import (
     Limits,
@@ -178,7 +178,11 @@ class SandboxService:
         if live.handle is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._runtime.destroy(live.handle))
-        log.warning("create of %s failed: %s", live.record.name, exc)
+        if isinstance(exc, asyncio.CancelledError):  # its INSERT may be queued: follow it
+            live.record.status, live.record.deleted_at = Status.DELETED, utcnow()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._save(live.record))
+        log.warning("create of %s failed: %r", live.record.name, exc)
 
     # -- read -----------------------------------------------------------------------------
 
@@ -226,6 +230,9 @@ class SandboxService:
             raise InvalidRequest("spec.runtime.image cannot change on an existing sandbox")
         if spec.memory_mb != record.spec.memory_mb:
             raise InvalidRequest("spec.runtime.memory cannot change on an existing sandbox")
+        network = keep_secrets(record.spec.extra.get("network"), spec.extra.get("network"))
+        if network is not None:  # GET never shows secrets: a PUT keeps them (keep_secrets)
+            spec.extra["network"] = network
         policy = self._policy(spec)
         record.spec = spec
         record.set_ttl_from_spec()
@@ -327,6 +334,11 @@ class SandboxService:
     def egress_report(self, workspace: str, name: str, limit: int) -> EgressReport:
         live = self.get(workspace, name)
         return self._egress.report(live.record.id, limit) or EgressReport()
+
+    def egress_counters(self, sandbox_id: str) -> Counters | None:
+        """Egress requests and bytes out/in of a sandbox (metering); also shortly after its
+        delete. None when egress is off or the sandbox unknown."""
+        return self._egress.counters(sandbox_id)
 
     async def expire_due(self) -> None:
         now = utcnow()

@@ -70,6 +70,56 @@ preview_tokens = sa.Table(  # token values are stored as-is: the SDK lists them 
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+ledger = sa.Table(  # store/ledger.py: every charge (negative) and credit (positive)
+    "ledger",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
+    ),  # SQLite assigns rowids only to INTEGER PRIMARY KEY
+    sa.Column("workspace", sa.String(128), nullable=False, index=True),
+    sa.Column("amount_micros", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ref", sa.String(256), nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+jobs = sa.Table(  # store/jobs.py: a job's current revision (running executions hold theirs)
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace", sa.String(128), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("schedule", sa.String(128), index=True),  # cron jobs, scanned by scheduler/cron
+    sa.Column("last_tick", sa.DateTime(timezone=True)),  # the newest cron tick fired
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),  # spec, file list, updated_at
+    sa.Column("files", sa.JSON, nullable=False),  # path -> base64 content
+    sa.UniqueConstraint("workspace", "name", name="uq_job_name"),
+)
+
+job_executions = sa.Table(  # store/jobs.py: executions with their tasks and log tails
+    "job_executions",
+    metadata,
+    sa.Column("job_id", sa.String(40), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Index("ix_job_executions_created", "job_id", "created_at"),
+)
+
+runs = sa.Table(  # store/runs.py: finished ephemeral runs (/v1/run)
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),  # language, status, output, exit code, times
+    sa.Index("ix_runs_workspace_created", "workspace", "created_at"),
+)
+
 
 def make_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(url, future=True)

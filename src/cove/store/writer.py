@@ -22,12 +22,16 @@ Write = tuple[Executable, dict[str, Any]]
 class Writer:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._queue: list[tuple[Write, asyncio.Future[None]]] = []
+        self._queue: list[tuple[list[Write], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def write(self, statement: Executable, params: dict[str, Any]) -> None:
+        await self.write_all([(statement, params)])
+
+    async def write_all(self, writes: list[Write]) -> None:
+        """Several statements that commit together or not at all (in one batch)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(((statement, params), done))
+        self._queue.append((writes, done))
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._drain())
         await done
@@ -36,7 +40,7 @@ class Writer:
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                await self._commit([s for s, _ in batch])
+                await self._commit([w for writes, _ in batch for w in writes])
             except Exception:
                 await self._one_by_one(batch)
             else:
@@ -49,10 +53,10 @@ class Writer:
             for statement, params in writes:
                 await conn.execute(statement, params)
 
-    async def _one_by_one(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
-        for statement, done in batch:
+    async def _one_by_one(self, batch: list[tuple[list[Write], asyncio.Future[None]]]) -> None:
+        for writes, done in batch:
             try:
-                await self._commit([statement])
+                await self._commit(writes)
             except Exception as exc:
                 if not done.done():
                     done.set_exception(exc)

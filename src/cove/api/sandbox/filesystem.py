@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from cove.api.common import flag, typed
+from cove.api.common import flag, json_object, typed
 from cove.api.sandbox import (
     filesystem_multipart,
     filesystem_search,
@@ -25,7 +25,6 @@ from cove.api.sandbox.filesystem_common import (
     file_json,
     files_and_path,
     parse_mode,
-    read_json,
     success,
 )
 from cove.api.sandbox.filesystem_form import FormStream
@@ -110,7 +109,7 @@ async def write(request: Request) -> Response:
         mode = lambda: parse_mode(form.fields.get("permissions"), 0o644)  # noqa: E731
         await write_stream(files.rooted, path, form.file_chunks(), mode)
         return success(path)
-    body = await read_json(request)
+    body = await json_object(request)
     is_dir = typed(body, "isDirectory", bool, "")
     mode = parse_mode(typed(body, "permissions", str, ""), 0o755 if is_dir else 0o644)
     if is_dir:

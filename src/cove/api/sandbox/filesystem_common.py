@@ -7,7 +7,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cove.api.common import MAX_JSON_BODY, json_object
 from cove.api.sandbox.common import running_sandbox
 from cove.domain.errors import InvalidRequest
 from cove.services.files import Entry, SandboxFiles, normalize
@@ -70,19 +69,3 @@ def csv(request: Request, name: str) -> list[str]:
 def query_path(request: Request) -> str:
     """The path of a route that has it in the URL, else in ?path= (seed 000 shapes)."""
     return normalize(request.path_params.get("path") or request.query_params.get("path") or "/")
-
-
-async def read_json(request: Request, required: bool = True) -> dict[str, Any]:
-    """The JSON object body, refused once past MAX_JSON_BODY while it streams in (a huge or
-    endless body is never held in memory whole)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_JSON_BODY:
-        raise InvalidRequest(f"request body is larger than {MAX_JSON_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BODY:
-            raise InvalidRequest(f"request body is larger than {MAX_JSON_BODY} bytes")
-        chunks.append(chunk)
-    request._body = b"".join(chunks)  # noqa: SLF001 - hand the bytes to the shared parser
-    return await json_object(request, required)

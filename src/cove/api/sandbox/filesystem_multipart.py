@@ -7,12 +7,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cove.api.common import typed
+from cove.api.common import json_object, typed
 from cove.api.sandbox.common import guarded
 from cove.api.sandbox.filesystem_common import (
     files_and_path,
     parse_mode,
-    read_json,
     sandbox_files,
     success,
 )
@@ -42,7 +41,7 @@ def _upload_json(u: Upload) -> dict[str, Any]:
 @guarded
 async def initiate(request: Request) -> Response:
     files, path = files_and_path(request)
-    body = await read_json(request, required=False)
+    body = await json_object(request, required=False)
     mode = parse_mode(typed(body, "permissions", str, ""), 0o644)
     upload = await multipart.initiate(files, path, mode)
     return JSONResponse({"uploadId": upload.id, "path": upload.path})
@@ -61,7 +60,7 @@ async def put_part(request: Request) -> Response:
 @guarded
 async def complete(request: Request) -> Response:
     files, upload = _upload(request)
-    parts = typed(await read_json(request, required=False), "parts", list, "") or []
+    parts = typed(await json_object(request, required=False), "parts", list, "") or []
     wanted = []
     for p in parts:
         if not isinstance(p, dict) or not isinstance(p.get("partNumber"), int):

@@ -5,14 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cove.api.common import flag, int_param, typed
+from cove.api.common import flag, int_param, json_object, typed
 from cove.api.sandbox.common import guarded
 from cove.api.sandbox.filesystem_common import (
     csv,
     directory_json,
     file_json,
     files_and_path,
-    read_json,
     sandbox_files,
     success,
 )
@@ -48,7 +47,7 @@ async def get_tree(request: Request) -> Response:
 @guarded
 async def put_tree(request: Request) -> Response:
     files, path = files_and_path(request)
-    tree = typed(await read_json(request), "files", dict, "") or {}
+    tree = typed(await json_object(request), "files", dict, "") or {}
     await files.rooted.run(files.rooted.mkdirs, path)
     await files.rooted.run(write_tree, files, path, tree)
     entry = await files.stat(path)
@@ -67,7 +66,7 @@ async def delete_tree(request: Request) -> Response:
 @guarded
 async def copy_files(request: Request) -> Response:
     files = sandbox_files(request)
-    body = await read_json(request)
+    body = await json_object(request)
     source, dest = typed(body, "source", str, ""), typed(body, "destination", str, "")
     if not source or not dest:
         raise InvalidRequest("source and destination are required")

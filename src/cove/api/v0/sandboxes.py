@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -12,11 +13,13 @@ from cove.api.common import flag, guarded, int_param, json_object, workspace_of
 from cove.api.v0 import wire
 from cove.domain.errors import CoveError, InvalidRequest
 from cove.domain.sandbox import Sandbox
+from cove.services.billing import Billing, sandbox_quote
 from cove.services.sandboxes import CreateSandbox, SandboxService
 
 
 def _error(exc: CoveError) -> Response:
     body = {"error": exc.message, "code": exc.status, "message": exc.message}
+    body.update(getattr(exc, "details", {}))  # 402: price, currency, balance, action
     return JSONResponse(body, status_code=exc.status)
 
 
@@ -27,6 +30,7 @@ def _create_error(exc: CoveError) -> Response:
         "message": exc.message,
         "status_code": exc.status,
         "error": exc.message,
+        **getattr(exc, "details", {}),  # 402: price, currency, balance, action
     }
     return JSONResponse(body, status_code=exc.status)
 
@@ -50,8 +54,25 @@ async def create(request: Request) -> Response:
         external_id=external_id,
         if_not_exists=flag(request, "createIfNotExist"),
     )
-    live = await _service(request).create(workspace, req)
+    service = _service(request)
+    if name and _taken(service, workspace, name):  # 409 or createIfNotExist: nothing to pay
+        return JSONResponse(_render(request, (await service.create(workspace, req)).record))
+    # Metered like v1 (rate of its memory × its ttl), paid before anything exists.
+    price = sandbox_quote(req.spec)
+    create = functools.partial(service.create, workspace, req)
+    live = await _billing(request).paid(workspace, price, "sandbox", name or "", create)
     return JSONResponse(_render(request, live.record))
+
+
+def _billing(request: Request) -> Billing:
+    return request.app.state.billing
+
+
+def _taken(service: SandboxService, workspace: str, name: str) -> bool:
+    try:
+        return service.get(workspace, name) is not None
+    except CoveError:
+        return False
 
 
 @guarded(_error)

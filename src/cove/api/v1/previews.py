@@ -8,10 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cove.api.common import guarded, json_object, typed, workspace_of
+from cove.api.common import guarded, json_object, only_fields, typed, workspace_of
 from cove.api.v1.sandboxes import error
 from cove.domain.durations import iso
-from cove.domain.errors import InvalidRequest
 from cove.domain.preview import Preview, PreviewSpec, validate_port, validate_preview_name
 from cove.services.previews import PreviewService
 
@@ -38,9 +37,7 @@ def render(request: Request, p: Preview) -> dict[str, Any]:
 async def create(request: Request) -> Response:
     workspace = workspace_of(request)
     body = await json_object(request)
-    unknown = set(body) - _FIELDS
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    only_fields(body, _FIELDS)
     port = validate_port(body.get("port"))
     public = typed(body, "public", bool, "")
     name = validate_preview_name(typed(body, "name", str, "") or f"preview-{port}")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cove.api.common import guarded, json_object, typed, workspace_of
+from cove.api.common import guarded, json_object, only_fields, typed, workspace_of
 from cove.domain.durations import iso, parse_duration
-from cove.domain.errors import CoveError, InvalidRequest
+from cove.domain.errors import CoveError, InvalidRequest, RateLimited
+from cove.domain.pricing import NOMINAL_MICROS
 from cove.domain.sandbox import (
     DEFAULT_TIER,
     TIER_MEMORY_MB,
@@ -22,7 +24,8 @@ from cove.domain.sandbox import (
     validate_envs,
     validate_name,
 )
-from cove.services.sandboxes import CreateSandbox, SandboxService
+from cove.services.billing import Billing, price_for, sandbox_quote
+from cove.services.sandboxes import CreateSandbox, LiveSandbox, SandboxService
 
 DEFAULT_TTL = "4h"
 CREATE_WAIT_S = 5.0  # answer "provisioning" if the sandbox is not up by then
@@ -31,11 +34,17 @@ _FIELDS = {"name", "tier", "ttl", "envs", "port", "ports", "image"}
 
 def error(exc: CoveError) -> Response:
     body = {"error": exc.code.lower(), "message": exc.message, "statusCode": exc.status}
-    return JSONResponse(body, status_code=exc.status)
+    body.update(getattr(exc, "details", {}))  # 402: price, currency, balance, action
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 def _service(request: Request) -> SandboxService:
     return request.app.state.sandboxes
+
+
+def _billing(request: Request) -> Billing:
+    return request.app.state.billing
 
 
 def render(request: Request, s: Sandbox) -> dict[str, Any]:
@@ -54,6 +63,11 @@ def render(request: Request, s: Sandbox) -> dict[str, Any]:
     }
     if s.status in (Status.FAILED, Status.STOPPED) and s.reason:
         out["error"] = s.reason
+    deployed = request.app.state.deploys.current(s.id) if running else None
+    if deployed is not None:  # seed 000: building → running (url: the app's) or failed + error
+        out.update(status=deployed.status.value, url=deployed.url)
+        if deployed.error:
+            out["error"] = deployed.error
     return out
 
 
@@ -62,9 +76,7 @@ def _tier_of(memory_mb: int) -> str | None:
 
 
 def parse_create(body: dict[str, Any]) -> CreateSandbox:
-    unknown = set(body) - _FIELDS
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    only_fields(body, _FIELDS)
     name = typed(body, "name", str, "")
     if name is None:
         raise InvalidRequest("name is required")
@@ -106,7 +118,7 @@ def _ports(body: dict[str, Any]) -> list[Port]:
 async def create(request: Request) -> Response:
     workspace = workspace_of(request)
     req = parse_create(await json_object(request))
-    task = asyncio.ensure_future(_service(request).create(workspace, req))
+    task = asyncio.ensure_future(_create_paid(request, workspace, req))
     done, _ = await asyncio.wait({task}, timeout=CREATE_WAIT_S)
     if task in done:
         return JSONResponse(render(request, task.result().record), status_code=201)
@@ -114,16 +126,36 @@ async def create(request: Request) -> Response:
     return JSONResponse(render(request, live.record), status_code=201)
 
 
+async def _create_paid(request: Request, workspace: str, req: CreateSandbox) -> LiveSandbox:
+    """Tier × ttl paid before anything exists (a 402 changes nothing), given back on failure."""
+    service = _service(request)
+    if req.name and _taken(service, workspace, req.name):
+        return await service.create(workspace, req)  # the 409, not charged
+    create = functools.partial(service.create, workspace, req)
+    price = sandbox_quote(req.spec)
+    return await _billing(request).paid(workspace, price, "sandbox", req.name or "", create)
+
+
+def _taken(service: SandboxService, workspace: str, name: str) -> bool:
+    try:
+        return service.get(workspace, name) is not None
+    except CoveError:
+        return False
+
+
 @guarded(error)
 async def list_sandboxes(request: Request) -> Response:
-    records = _service(request).list(workspace_of(request))
+    workspace = workspace_of(request)
+    await _billing(request).charge(workspace, NOMINAL_MICROS, "nominal", "list sandboxes")
+    records = _service(request).list(workspace)
     return JSONResponse({"sandboxes": [render(request, r) for r in records]})
 
 
 @guarded(error)
 async def get(request: Request) -> Response:
-    name = request.path_params["name"]
-    live = await _service(request).get_or_gone(workspace_of(request), name)
+    name, workspace = request.path_params["name"], workspace_of(request)
+    live = await _service(request).get_or_gone(workspace, name)
+    await _billing(request).charge(workspace, NOMINAL_MICROS, "nominal", f"get {name}")
     return JSONResponse(render(request, live.record))
 
 
@@ -131,11 +163,12 @@ async def get(request: Request) -> Response:
 async def extend(request: Request) -> Response:
     workspace = workspace_of(request)
     body = await json_object(request, required=False)
-    unknown = set(body) - {"ttl"}
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    only_fields(body, {"ttl"})
     seconds = parse_duration(body.get("ttl", DEFAULT_TTL), "ttl")
-    live = await _service(request).extend(workspace, request.path_params["name"], seconds)
+    name, service = request.path_params["name"], _service(request)
+    price = price_for((await service.get_or_gone(workspace, name)).record.spec, seconds)
+    extend = functools.partial(service.extend, workspace, name, seconds)
+    live = await _billing(request).paid(workspace, price, "extend", name, extend)
     return JSONResponse(render(request, live.record))
 
 
@@ -144,6 +177,7 @@ async def delete(request: Request) -> Response:
     workspace = workspace_of(request)
     name = request.path_params["name"]
     await _service(request).get_or_gone(workspace, name)
+    await _billing(request).charge(workspace, NOMINAL_MICROS, "nominal", f"delete {name}")
     await _service(request).delete(workspace, name)
     return Response(status_code=204)
 

@@ -1,0 +1,123 @@
+"""Workspace balances and the ledger of every charge and credit (integer micro-dollars).
+
+Charges do not go through store/writer.py: a conditional charge needs its answer (did the
+balance cover it?) and must move the balance and write its ledger row in one transaction.
+The transaction opens with the UPDATE, so on SQLite it takes the write lock at once (no
+read-then-upgrade that could fail with BUSY_SNAPSHOT) and waits for the group-commit writer
+through busy_timeout like any other writer; on PostgreSQL the UPDATE locks the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cove.domain.durations import utcnow
+from cove.store.db import ledger, workspaces
+from cove.store.writer import Writer
+
+# Unconditional posts (metering without enforcement) go through the group-commit writer: a
+# burst of creates then shares one commit instead of paying one transaction each.
+_ADD = (
+    workspaces.update()
+    .where(workspaces.c.name == sa.bindparam("ws"))
+    .values(balance_micros=workspaces.c.balance_micros + sa.bindparam("amount"))
+)
+_LOG = ledger.insert().values(
+    workspace=sa.bindparam("ws"),
+    amount_micros=sa.bindparam("amount"),
+    kind=sa.bindparam("kind"),
+    ref=sa.bindparam("ref"),
+    created_at=sa.bindparam("at"),
+)
+
+
+@dataclass
+class Outcome:
+    done: bool  # the entry was written
+    balance_micros: int  # the balance after (or, when refused, as it is)
+
+
+@dataclass
+class KindTotal:
+    count: int = 0
+    micros: int = 0  # signed sum: charges negative, credits positive
+
+
+@dataclass
+class Account:
+    workspace: str
+    balance_micros: int
+    kinds: dict[str, KindTotal] = field(default_factory=dict)
+
+
+class LedgerRepo:
+    def __init__(self, engine: AsyncEngine, writer: Writer | None = None) -> None:
+        self._engine = engine
+        self._writer = writer
+
+    async def post(
+        self, workspace: str, amount: int, kind: str, ref: str, *, floor: int | None
+    ) -> Outcome:
+        """Add `amount` (negative = charge) to the balance and log it, atomically.
+
+        With `floor`, refuse (write nothing) when the balance would drop below it.
+        Without one, and with a writer, the balance after is not read (reported as 0).
+        """
+        if floor is None and self._writer is not None:
+            params = {"ws": workspace, "amount": amount, "kind": kind, "ref": ref[:256]}
+            await self._writer.write_all([(_ADD, params), (_LOG, {**params, "at": utcnow()})])
+            return Outcome(True, 0)
+        change = workspaces.update().where(workspaces.c.name == workspace)
+        if floor is not None:
+            change = change.where(workspaces.c.balance_micros + amount >= floor)
+        change = change.values(balance_micros=workspaces.c.balance_micros + amount)
+        entry = ledger.insert().values(
+            workspace=workspace, amount_micros=amount, kind=kind, ref=ref[:256], created_at=utcnow()
+        )
+        async with self._engine.begin() as conn:
+            after = (await conn.execute(change.returning(workspaces.c.balance_micros))).scalar()
+            if after is None and floor is not None:
+                return Outcome(False, await _balance(conn, workspace))
+            await conn.execute(entry)
+            return Outcome(True, int(after or 0))
+
+    async def ensure_workspace(self, workspace: str) -> None:
+        """Create an empty account (an admin top-up may precede the first API key)."""
+        touch = workspaces.update().where(workspaces.c.name == workspace)
+        async with self._engine.begin() as conn:  # a write first: see the module docstring
+            if (await conn.execute(touch.values(name=workspace))).rowcount == 1:
+                return
+            await conn.execute(
+                workspaces.insert().values(name=workspace, balance_micros=0, created_at=utcnow())
+            )
+
+    async def balance(self, workspace: str) -> int:
+        async with self._engine.connect() as conn:
+            return await _balance(conn, workspace)
+
+    async def accounts(self, workspace: str | None = None) -> list[Account]:
+        """Balance and per-kind totals of one workspace, or of every workspace."""
+        balances = sa.select(workspaces.c.name, workspaces.c.balance_micros)
+        totals = sa.select(
+            ledger.c.workspace,
+            ledger.c.kind,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(ledger.c.amount_micros), 0),
+        ).group_by(ledger.c.workspace, ledger.c.kind)
+        if workspace is not None:
+            balances = balances.where(workspaces.c.name == workspace)
+            totals = totals.where(ledger.c.workspace == workspace)
+        async with self._engine.connect() as conn:
+            found = {n: Account(n, b) for n, b in (await conn.execute(balances)).all()}
+            for name, kind, count, micros in (await conn.execute(totals)).all():
+                account = found.setdefault(name, Account(name, 0))
+                account.kinds[kind] = KindTotal(int(count), int(micros))
+        return [found[n] for n in sorted(found)]
+
+
+async def _balance(conn: AsyncConnection, workspace: str) -> int:
+    query = sa.select(workspaces.c.balance_micros).where(workspaces.c.name == workspace)
+    return int((await conn.execute(query)).scalar() or 0)

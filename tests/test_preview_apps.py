@@ -1,0 +1,372 @@
+"""Real web apps in a sandbox opened through their previews in headless Chromium (issue 6): a
+Node HTTP server with a WebSocket, and a Vite dev server installed from npm inside the sandbox
+whose hot module replacement runs over the preview. Chromium is driven over the DevTools
+protocol so every wait is for a DOM condition with a deadline (a WebSocket does not hold
+headless Chromium's virtual clock, so --dump-dom alone could read the page too early).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import new_data_dir, unique
+from registry import npm_install, registry_mirrors
+from server import CoveServer, leftovers
+from websockets.sync.client import connect
+
+CHROMIUM = shutil.which("chromium") or "chromium"
+WAIT_S = 30.0  # for a page condition; a broken feature never meets it
+
+# A Node app with Node's own modules only: a page, a JSON API and a WebSocket echo on one port.
+# The page finds its API and socket relative to its own URL, so it works at / and under a prefix.
+NODE_APP = r"""
+const http = require("http");
+const crypto = require("crypto");
+const PAGE = `<!doctype html><html><head><title>cove node</title></head><body>
+<h1 id="title">node in cove</h1><p id="api">waiting</p><p id="ws">waiting</p>
+<script>
+const base = location.pathname.replace(/\\/$/, "");
+fetch(base + "/api/info").then((r) => r.json())
+  .then((j) => { document.getElementById("api").textContent = "api:" + j.runtime; })
+  .catch((e) => { document.getElementById("api").textContent = "api-error:" + e; });
+const ws = new WebSocket(location.origin.replace(/^http/, "ws") + base + "/ws");
+ws.onopen = () => ws.send("ping");
+ws.onmessage = (e) => { document.getElementById("ws").textContent = "ws:" + e.data; };
+ws.onerror = () => { document.getElementById("ws").textContent = "ws-error"; };
+</script></body></html>`;
+const server = http.createServer((req, res) => {
+  if (req.url.startsWith("/api/info")) {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ runtime: "node " + process.version }));
+    return;
+  }
+  res.writeHead(200, { "content-type": "text/html" });
+  res.end(PAGE);
+});
+// RFC 6455, just enough: one short masked text frame per read, answered with one text frame.
+server.on("upgrade", (req, socket) => {
+  const accept = crypto.createHash("sha1")
+    .update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+    .digest("base64");
+  socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" +
+    "Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n");
+  socket.on("data", (buf) => {
+    if ((buf[0] & 15) === 8) { socket.end(); return; }
+    const len = buf[1] & 127, mask = buf.subarray(2, 6);
+    const data = Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ mask[i % 4]));
+    const reply = Buffer.from("echo:" + data.toString() + " from node " + process.version);
+    socket.write(Buffer.concat([Buffer.from([0x81, reply.length]), reply]));
+  });
+});
+server.listen(Number(process.argv[2]), "0.0.0.0");
+"""
+
+# A Vite project. main.js accepts hot updates of msg.js and sends a custom event over the HMR
+# WebSocket (buffered by Vite's client until the socket is open); the plugin answers it. No
+# server.hmr settings: Vite's client derives its socket URL from the page's own URL (the
+# preview's host and port), and cove presents the upstream as localhost:5173, which passes
+# Vite's host check. host 0.0.0.0: `localhost` may bind ::1 only, and previews dial 127.0.0.1.
+VITE_FILES = {
+    "index.html": """<!doctype html><html><head><title>cove vite</title></head><body>
+<h1 id="title">vite in cove</h1><p id="msg">loading</p><p id="pong">waiting</p>
+<script type="module" src="/main.js"></script></body></html>
+""",
+    "main.js": """import { text } from "./msg.js";
+const show = (id, value) => { document.getElementById(id).textContent = value; };
+show("msg", text);
+if (import.meta.hot) {
+  import.meta.hot.accept("./msg.js", (mod) => mod && show("msg", mod.text));
+  import.meta.hot.on("cove:pong", (data) => show("pong", data.text));
+  import.meta.hot.send("cove:ping", { text: "hello" });
+}
+""",
+    "msg.js": 'export const text = "msg:v1";\n',
+    "vite.config.mjs": """export default {
+  clearScreen: false,
+  server: { host: "0.0.0.0", port: 5173, strictPort: true },
+  plugins: [{
+    name: "cove-ping",
+    configureServer(server) {
+      server.ws.on("connection", () => console.log("cove: hmr client connected"));
+      server.ws.on("cove:ping", (data, client) => {
+        console.log("cove: ping " + data.text);
+        client.send("cove:pong", { text: "pong:" + data.text });
+      });
+    },
+  }],
+};
+""",
+}
+VITE = "vite@5.4.21"  # the 5.x line runs on the image's Node 18 (vite 6+ needs Node 20)
+
+
+class Browser:
+    """Headless Chromium with a fresh profile, one page, driven over the DevTools protocol."""
+
+    def __init__(self, profile: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless=new",
+                "--no-sandbox",  # runs as root
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-extensions",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--window-size=1000,700",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes share its group, ended with it
+        )
+        self._stack = contextlib.ExitStack()
+        self._stack.callback(self._stop)
+        self._id = 0
+        try:
+            self.ws = self._connect(profile)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _connect(self, profile: Path) -> Any:
+        active = profile / "DevToolsActivePort"  # "port\n/devtools/browser/…"
+        deadline = time.monotonic() + WAIT_S
+        while not (active.exists() and len(active.read_text().split()) == 2):
+            assert self.proc.poll() is None and time.monotonic() < deadline, "no chromium"
+            time.sleep(0.05)
+        port = int(active.read_text().split()[0])
+        pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+        return self._stack.enter_context(connect(url, max_size=None, open_timeout=10))
+
+    def _stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        deadline = time.monotonic() + WAIT_S
+        while True:  # events in between are not needed
+            msg = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            if msg.get("id") == self._id:
+                return msg
+
+    def eval(self, expression: str) -> Any:
+        """Its value, or None while the page is between documents."""
+        msg = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        result = msg.get("result", {})
+        if "error" in msg or "exceptionDetails" in result:
+            return None
+        return result["result"].get("value")
+
+    def open(self, url: str) -> dict[str, Any]:
+        """Navigate and wait for the new document: its URL, HTTP status and text."""
+        self.call("Page.navigate", url=url)
+        return self.wait(
+            "({href: location.href, ready: document.readyState, text: document.body.innerText,"
+            " status: performance.getEntriesByType('navigation')[0]?.responseStatus})",
+            lambda v: v["href"] == url and v["ready"] == "complete",
+        )
+
+    def wait(self, expression: str, done: Any = bool) -> Any:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            value = self.eval(expression)
+            if value is not None and done(value):
+                return value
+            if time.monotonic() > deadline:
+                return value  # the caller's assertion shows what the page had
+            time.sleep(0.05)
+
+    def text(self, element_id: str) -> str | None:
+        return self.eval(f"document.getElementById({element_id!r})?.textContent")
+
+    def screenshot(self, path: Path) -> bytes:
+        msg = self.call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(msg["result"]["data"]))
+        return path.read_bytes()
+
+
+def _texts(ids: tuple[str, ...]) -> str:
+    return "[" + ",".join(f"document.getElementById({i!r})?.textContent" for i in ids) + "]"
+
+
+def assert_png(data: bytes, width: int = 1000) -> None:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
+    w, h = struct.unpack(">II", data[16:24])  # IHDR
+    assert w == width and h > 0 and len(data) > 2000  # a rendered page, not an empty image
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def apps_server() -> Iterator[CoveServer]:
+    """A server whose sandboxes may reach this host's registry mirror (see registry.py)."""
+    srv = CoveServer(new_data_dir(), COVE_EGRESS_ALLOW_NETS=registry_mirrors()).start()
+    yield srv
+    assert srv.stop() == 0, srv.log()
+    assert leftovers(srv.data_dir) == []
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def client(apps_server: CoveServer) -> Iterator[httpx.Client]:
+    with apps_server.client("ws-a") as c:
+        yield c
+
+
+@contextlib.contextmanager
+def sandbox(client: httpx.Client, spec: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    name = unique("app")
+    r = client.post("/v0/sandboxes", json={"metadata": {"name": name}, "spec": spec})
+    assert r.status_code == 200, r.text
+    try:
+        yield name, r.json()["metadata"]["url"]
+    finally:
+        client.delete(f"/v0/sandboxes/{name}")
+
+
+def write(client: httpx.Client, url: str, path: str, content: str) -> None:
+    r = client.put(f"{url}/filesystem/{path}", json={"content": content})
+    assert r.is_success, r.text
+
+
+def start(client: httpx.Client, url: str, body: dict[str, Any], port: int) -> None:
+    r = client.post(f"{url}/process", json={**body, "waitForPorts": [port]})
+    assert r.status_code == 200 and r.json()["status"] == "running", r.text
+
+
+@pytest.fixture(scope="module")
+def node_app(client: httpx.Client) -> Iterator[tuple[str, str]]:
+    with sandbox(client, {"runtime": {"memory": 1024}}) as (name, url):
+        write(client, url, "/srv/app.js", NODE_APP)
+        start(client, url, {"name": "node", "command": "node /srv/app.js 3000"}, 3000)
+        yield name, url
+
+
+@pytest.fixture(scope="module")
+def vite_app(client: httpx.Client) -> Iterator[tuple[str, str]]:
+    spec = {"runtime": {"memory": 2048}, "network": {"allowedDomains": ["registry.npmjs.org"]}}
+    with sandbox(client, spec) as (name, url):
+        installed = npm_install(client, url, "/app", [VITE])
+        assert installed["exitCode"] == 0, installed["logs"][-3000:]  # the registry's answer
+        for path, content in VITE_FILES.items():
+            write(client, url, "/app/" + path, content)
+        command = "node node_modules/vite/bin/vite.js"
+        start(client, url, {"name": "vite", "command": command, "workingDir": "/app"}, 5173)
+        yield name, url
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    b = Browser(tmp_path / "profile")
+    yield b
+    b.close()
+
+
+def preview(client: httpx.Client, sandbox: str, port: int, public: bool) -> dict[str, Any]:
+    body = {"metadata": {"name": unique("p")}, "spec": {"port": port, "public": public}}
+    r = client.post(f"/v0/sandboxes/{sandbox}/previews", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# -- Node ------------------------------------------------------------------------------------
+
+
+def test_node_app_with_websocket_through_a_public_preview(client, node_app, browser, tmp_path):  # type: ignore[no-untyped-def]
+    p = preview(client, node_app[0], 3000, public=True)
+    for url in (p["spec"]["url"] + "/", p["spec"]["hostUrl"] + "/"):  # path and host forms
+        page = browser.open(url)
+        assert page["status"] == 200 and "node in cove" in page["text"], page
+        api, ws = browser.wait(_texts(("api", "ws")), lambda v: "waiting" not in v)
+        assert api.startswith("api:node v18."), api
+        assert ws.startswith("ws:echo:ping from node v18."), ws  # the WebSocket round trip
+        assert_png(browser.screenshot(tmp_path / "node.png"))
+
+
+def test_private_node_preview_in_a_browser(client, node_app, browser):  # type: ignore[no-untyped-def]
+    name = node_app[0]
+    p = preview(client, name, 3000, public=False)
+    url = p["spec"]["url"] + "/"
+    page = browser.open(url)
+    assert page["status"] == 401 and "private" in page["text"], page
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    tokens = f"/v0/sandboxes/{name}/previews/{p['metadata']['name']}/tokens"
+    token = client.post(tokens, json={"spec": {"expiresAt": expires}}).json()["spec"]["token"]
+    # The link carries the token; the page's fetch and WebSocket use the cookie it set.
+    page = browser.open(url + "?bl_preview_token=" + token)
+    assert page["status"] == 200, page
+    api, ws = browser.wait(_texts(("api", "ws")), lambda v: "waiting" not in v)
+    assert api.startswith("api:node") and ws.startswith("ws:echo:ping"), (api, ws)
+    assert client.delete(f"{tokens}/{token}").status_code == 200
+    page = browser.open(url)  # the cookie is still sent; the token behind it is gone
+    assert page["status"] == 401, page
+
+
+# -- Vite ------------------------------------------------------------------------------------
+
+
+def _vite_logs(client: httpx.Client, url: str) -> str:
+    return client.get(f"{url}/process/vite/logs").json()["logs"]
+
+
+def test_vite_dev_server_and_hot_reload_through_a_preview(client, vite_app, browser, tmp_path):  # type: ignore[no-untyped-def]
+    name, url = vite_app
+    p = preview(client, name, 5173, public=True)
+    page = browser.open(p["spec"]["hostUrl"] + "/")  # Vite serves at /: the host form
+    assert page["status"] == 200 and "vite in cove" in page["text"], page
+    msg, pong = browser.wait(_texts(("msg", "pong")), lambda v: v[1] != "waiting")
+    assert msg == "msg:v1"  # main.js ran, its import resolved through the preview
+    assert pong == "pong:hello"  # a round trip over Vite's HMR WebSocket
+    assert_png(browser.screenshot(tmp_path / "vite.png"))
+    loaded = browser.eval("performance.timeOrigin")
+    # An edit through cove's file API: Vite's watcher sees it and pushes a hot update.
+    write(client, url, "/app/msg.js", 'export const text = "msg:v2";\n')
+    assert browser.wait(_texts(("msg",)), lambda v: v[0] == "msg:v2") == ["msg:v2"]
+    assert browser.eval("performance.timeOrigin") == loaded  # updated in place, not reloaded
+    logs = _vite_logs(client, url)
+    assert "cove: hmr client connected" in logs and "cove: ping hello" in logs, logs
+    assert "hmr update" in logs, logs
+
+
+def test_vite_through_a_private_preview(client, vite_app, browser):  # type: ignore[no-untyped-def]
+    name, _ = vite_app
+    p = preview(client, name, 5173, public=False)
+    host_url = p["spec"]["hostUrl"] + "/"
+    assert browser.open(host_url)["status"] == 401
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    tokens = f"/v0/sandboxes/{name}/previews/{p['metadata']['name']}/tokens"
+    token = client.post(tokens, json={"spec": {"expiresAt": expires}}).json()["spec"]["token"]
+    page = browser.open(host_url + "?bl_preview_token=" + token)
+    assert page["status"] == 200, page
+    # Module imports and the HMR socket carry the cookie the link set.
+    _, pong = browser.wait(_texts(("msg", "pong")), lambda v: v[1] != "waiting")
+    assert pong == "pong:hello"
