@@ -127,6 +127,7 @@ def create_app(settings: Settings) -> Starlette:
             await deploys.close()  # before processes close: builds wait on them
             await service.shutdown()
             await runtime.close(destroy_all=True)
+            await app.state.billing.close()  # buffered metering, incl. the deletes' settlements
             await engine.dispose()
 
     return build_app(lifespan)

@@ -60,7 +60,7 @@ class Billing:
         if micros < 0:
             raise ValueError("a charge is not negative")
         if not self._policy.enforce:
-            await self._ledger.post(workspace, -micros, what, ref, floor=None)  # group commit
+            self._ledger.post_later(workspace, -micros, what, ref)  # nothing to refuse
             return
         async with self._lock:
             outcome = await self._ledger.post(workspace, -micros, what, ref, floor=0)
@@ -110,10 +110,12 @@ class Billing:
         return await self.balance(workspace)
 
     async def balance(self, workspace: str) -> int:
+        await self._ledger.flush()  # buffered metering first
         return await self._ledger.balance(workspace)
 
     async def usage(self, workspace: str | None = None) -> list[dict[str, Any]]:
         """Per account: balance and, per kind, how many entries and how much (USD strings)."""
+        await self._ledger.flush()
         return [
             {
                 "workspace": a.workspace,
@@ -132,7 +134,7 @@ class Billing:
     async def record(self, workspace: str, micros: int, what: str, ref: str = "") -> None:
         """Debit usage that already happened: never refused, even when enforcing."""
         if micros > 0:
-            await self._ledger.post(workspace, -micros, what, ref, floor=None)
+            await self._post(workspace, -micros, what, ref)
 
     async def sandbox_deleted(self, record: Sandbox) -> None:
         """Settle a deleted sandbox: record overtime, refund unused time if configured."""
@@ -150,7 +152,19 @@ class Billing:
         await self.refund(record.workspace, price_for(record.spec, unused), "sandbox", record.name)
 
     async def _credit(self, workspace: str, micros: int, kind: str, ref: str) -> None:
-        await self._ledger.post(workspace, micros, kind, ref, floor=None)
+        await self._post(workspace, micros, kind, ref)
+
+    async def _post(self, workspace: str, amount: int, kind: str, ref: str) -> None:
+        """An entry nothing refuses: buffered when not enforcing, else at once (a charge that
+        follows must see it)."""
+        if self._policy.enforce:
+            await self._ledger.post(workspace, amount, kind, ref, floor=None)
+        else:
+            self._ledger.post_later(workspace, amount, kind, ref)
+
+    async def close(self) -> None:
+        """Write what is buffered (clean shutdown)."""
+        await self._ledger.flush()
 
 
 def sandbox_quote(spec: SandboxSpec) -> int:

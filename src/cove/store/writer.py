@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
-# A statement built once (its compiled form is cached) and the parameters of one write.
-Write = tuple[Executable, dict[str, Any]]
+# A statement built once (its compiled form is cached) and the parameters of one write (a list
+# of parameter sets runs it as executemany).
+Write = tuple[Executable, dict[str, Any] | list[dict[str, Any]]]
 
 
 class Writer:
