@@ -25,13 +25,23 @@ def new_data_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[CoveServer]:
-    srv = CoveServer(new_data_dir()).start()
-    yield srv
-    assert srv.stop() == 0, srv.log()
+@contextlib.contextmanager
+def own_server(**env: str) -> Iterator[CoveServer]:
+    """A server with its own settings (COVE_* env); it must stop cleanly and leave nothing."""
+    srv = CoveServer(new_data_dir(), **env).start()
+    try:
+        yield srv
+    finally:
+        code = srv.stop()
+    assert code == 0, srv.log()
     assert leftovers(srv.data_dir) == []
     shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[CoveServer]:
+    with own_server() as srv:
+        yield srv
 
 
 @pytest.fixture

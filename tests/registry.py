@@ -2,7 +2,7 @@
 on a reserved address range whose CA only the host trusts. A test server opens exactly those
 addresses (COVE_EGRESS_ALLOW_NETS=registry_mirrors()). HTTPS is tunnelled end to end through
 the egress proxy and the sandbox verifies the mirror itself: cove's sandbox trust bundle is the
-host's CAs + cove's (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, PIP_CERT…), so nothing is uploaded.
+host's CAs + cove's (SSL_CERT_FILE, PIP_CERT…; Node via --use-openssl-ca), so nothing is uploaded.
 The only names tests resolve for real are these registry names."""
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import new_data_dir, unique
+from conftest import own_server, unique
 from server import COVE, CoveServer
 
 XS_PER_S, S_PER_S = 23, 46  # micro-dollars per second (seed 000)
@@ -31,32 +30,24 @@ def _keys(balances: dict[str, str | None]) -> str:
 
 @pytest.fixture(scope="module")
 def enforced() -> Iterator[CoveServer]:
-    srv = CoveServer(
-        new_data_dir(),
-        COVE_API_KEYS=_keys(ENFORCED),  # type: ignore[arg-type]
-        COVE_BILLING="enforce",
-        COVE_MAX_SANDBOXES="3",
-        COVE_EGRESS="off",
-    ).start()
-    yield srv
-    assert srv.stop() == 0, srv.log()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    keys = _keys(ENFORCED)  # type: ignore[arg-type]
+    with own_server(
+        COVE_API_KEYS=keys, COVE_BILLING="enforce", COVE_MAX_SANDBOXES="3", COVE_EGRESS="off"
+    ) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def relaxed() -> Iterator[CoveServer]:
     """Billing off (record only), unused time refunded, and a tiny per-key rate limit."""
-    srv = CoveServer(
-        new_data_dir(),
+    with own_server(
         COVE_API_KEYS=_keys({"w-off": None, "w-rate": "1.00", "w-other": None}),
         COVE_RATE_LIMIT="1/s",
         COVE_RATE_LIMIT_BURST="6",
         COVE_BILLING_REFUND_UNUSED="on",
         COVE_EGRESS="off",
-    ).start()
-    yield srv
-    assert srv.stop() == 0, srv.log()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    ) as srv:
+        yield srv
 
 
 def client(srv: CoveServer, workspace: str) -> httpx.Client:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import new_data_dir, unique
+from conftest import new_data_dir, own_server, unique
 from registry import registry_mirrors
 from server import COVE, CoveServer, leftovers
 
@@ -473,12 +473,11 @@ def test_go_deploy_is_built_and_run(api):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def registry_api() -> Iterator[httpx.Client]:
     """A server whose sandboxes reach the package registries as this host does (registry.py)."""
-    srv = CoveServer(new_data_dir(), COVE_EGRESS_ALLOW_NETS=registry_mirrors()).start()
-    with srv.client("ws-a") as client:
+    with (
+        own_server(COVE_EGRESS_ALLOW_NETS=registry_mirrors()) as srv,
+        srv.client("ws-a") as client,
+    ):
         yield client
-    assert srv.stop() == 0, srv.log()
-    assert leftovers(srv.data_dir) == []
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 def test_node_dependencies_are_installed(registry_api):  # type: ignore[no-untyped-def]

@@ -7,14 +7,13 @@ through COVE_EGRESS_TEST_HOSTS on a server of this module's own.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import new_data_dir, unique
+from conftest import own_server, unique
 from registry import registry_mirrors
 from server import CoveServer, leftovers
 
@@ -77,15 +76,10 @@ NAMES += ("other.test",)
 def egress(upstream: int) -> Iterator[CoveServer]:
     mapping = [f"{n}=127.0.0.1:{upstream}" for n in NAMES]
     mapping.append(f"down.test=127.0.0.1:{_closed_port()}")
-    srv = CoveServer(
-        new_data_dir(),
-        COVE_EGRESS_TEST_HOSTS=",".join(mapping),
-        COVE_EGRESS_ALLOW_NETS=registry_mirrors(),
-    ).start()
-    yield srv
-    assert srv.stop() == 0, srv.log()
-    assert leftovers(srv.data_dir) == []
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with own_server(
+        COVE_EGRESS_TEST_HOSTS=",".join(mapping), COVE_EGRESS_ALLOW_NETS=registry_mirrors()
+    ) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -601,14 +595,11 @@ def test_sdk_create_with_network_and_update_network(sdk, api):  # type: ignore[n
 @pytest.fixture(scope="module")
 def tapi(upstream: int):  # type: ignore[no-untyped-def]
     mapping = ",".join(f"{n}=127.0.0.1:{upstream}" for n in NAMES)
-    srv = CoveServer(
-        new_data_dir(), COVE_EGRESS_TEST_HOSTS=mapping, COVE_EGRESS_TRANSPARENT="on"
-    ).start()
-    with srv.client("ws-a") as client:
+    with (
+        own_server(COVE_EGRESS_TEST_HOSTS=mapping, COVE_EGRESS_TRANSPARENT="on") as srv,
+        srv.client("ws-a") as client,
+    ):
         yield client
-    assert srv.stop() == 0, srv.log()
-    assert leftovers(srv.data_dir) == []
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 def test_transparent_capture_polices_programs_ignoring_the_proxy(tapi):  # type: ignore[no-untyped-def]

@@ -4,14 +4,12 @@ the server, or exhaust it. Each test plants host data next to the sandbox and tr
 from __future__ import annotations
 
 import io
-import shutil
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import new_data_dir, unique
-from server import CoveServer, leftovers
+from conftest import own_server, unique
 
 SECRET = "HOST-SECRET-NEEDLE"
 
@@ -237,11 +235,8 @@ def test_bounds_on_bodies_depth_and_counts(api, box):  # type: ignore[no-untyped
 @pytest.fixture
 def small_disk():  # type: ignore[no-untyped-def]
     """A server whose sandboxes get a 64 MiB disk."""
-    srv = CoveServer(new_data_dir(), COVE_DISK_MB="64").start()
-    yield srv
-    assert srv.stop() == 0
-    assert leftovers(srv.data_dir) == []
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with own_server(COVE_DISK_MB="64") as srv:
+        yield srv
 
 
 def test_uploads_count_against_the_sandbox_disk(small_disk):  # type: ignore[no-untyped-def]

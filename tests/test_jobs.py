@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import signal
 import subprocess
 import tarfile
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import new_data_dir, unique
+from conftest import own_server, unique
 from server import COVE, CoveServer, leftovers
 
 DONE = ("succeeded", "failed", "cancelled")
@@ -512,12 +511,8 @@ def test_every_job_call_is_charged_nominally(server: CoveServer, api: httpx.Clie
 
 @pytest.fixture
 def poor() -> Iterator[CoveServer]:
-    srv = CoveServer(
-        new_data_dir(), COVE_API_KEYS="k-poor:w-poor:0.00002", COVE_BILLING="enforce"
-    ).start()
-    yield srv
-    assert srv.stop() == 0, srv.log()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with own_server(COVE_API_KEYS="k-poor:w-poor:0.00002", COVE_BILLING="enforce") as srv:
+        yield srv
 
 
 def test_402_when_the_balance_is_short_changes_nothing(poor: CoveServer) -> None:

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import new_data_dir, unique
+from conftest import own_server, unique
 from registry import npm_install, registry_mirrors
-from server import CoveServer, leftovers
+from server import CoveServer
 from websockets.sync.client import connect
 
 CHROMIUM = shutil.which("chromium") or "chromium"
@@ -229,11 +229,8 @@ def assert_png(data: bytes, width: int = 1000) -> None:
 @pytest.fixture(scope="module")
 def apps_server() -> Iterator[CoveServer]:
     """A server whose sandboxes may reach this host's registry mirror (see registry.py)."""
-    srv = CoveServer(new_data_dir(), COVE_EGRESS_ALLOW_NETS=registry_mirrors()).start()
-    yield srv
-    assert srv.stop() == 0, srv.log()
-    assert leftovers(srv.data_dir) == []
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with own_server(COVE_EGRESS_ALLOW_NETS=registry_mirrors()) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

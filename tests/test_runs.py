@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import new_data_dir, unique
+from conftest import own_server, unique
 from registry import registry_mirrors
 from server import COVE, CoveServer, leftovers
 
@@ -33,17 +32,13 @@ NOMINAL_MICROS = 10  # seed 000 "Pricing": list, get
 
 @pytest.fixture(scope="module")
 def srv() -> Iterator[CoveServer]:
-    server = CoveServer(
-        new_data_dir(),
+    with own_server(
         COVE_API_KEYS="key-a:ws-a:100.00,key-b:ws-b:1.00,key-c:ws-c:1.00,key-d:ws-d:0.001",
         COVE_BILLING="enforce",
         COVE_MAX_SANDBOXES="4",
         COVE_EGRESS_ALLOW_NETS=registry_mirrors(),
-    ).start()
-    yield server
-    assert server.stop() == 0, server.log()
-    assert leftovers(server.data_dir) == []  # no run left a mount, cgroup or process
-    shutil.rmtree(server.data_dir, ignore_errors=True)
+    ) as server:
+        yield server
 
 
 def client(server: CoveServer, workspace: str) -> httpx.Client:
