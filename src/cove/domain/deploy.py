@@ -10,7 +10,6 @@ command; one naming a file of the project runs that file with the runtime's inte
 from __future__ import annotations
 
 import contextlib
-import json
 import posixpath
 import shlex
 from dataclasses import dataclass, field
@@ -20,7 +19,16 @@ from typing import Any
 
 from cove.domain.durations import utcnow
 from cove.domain.errors import Conflict, InvalidRequest
-from cove.domain.programs import PY_DEPS, WORKDIR, clean_files
+from cove.domain.programs import (
+    GO_ENV,
+    NPM_FLAGS,
+    PIP_INSTALL,
+    PY_DEPS,
+    PY_ENV,
+    WORKDIR,
+    clean_files,
+    package_json,
+)
 
 RUNTIMES = ("node", "python", "go", "static", "custom")
 DEFAULT_PORT = 3000  # the app's PORT when the sandbox declares none
@@ -29,11 +37,6 @@ MAX_ENTRYPOINT = 4096
 _STATIC_ROOTS = ("", "public", "dist", "build", "site", "www")
 _PY_MAINS = ("main.py", "app.py", "server.py", "__main__.py")
 _NODE_MAINS = ("index.js", "server.js", "app.js", "main.js", "index.mjs", "server.mjs")
-_PIP = (
-    "python3 -m pip install -q --no-cache-dir --disable-pip-version-check "
-    f"--root-user-action=ignore --target {PY_DEPS}"
-)
-_NPM_FLAGS = "--no-audit --no-fund --no-update-notifier"
 
 
 class NotDeployable(Conflict):
@@ -196,12 +199,12 @@ Built = tuple[list[str], str, dict[str, str], list[str]]  # setup, command, env,
 
 
 def _node(files: dict[str, bytes], entry: str | None, port: int) -> Built:
-    pkg = _package_json(files)
+    pkg = package_json(files)
     scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
     setup = []
     if pkg.get("dependencies") or pkg.get("devDependencies"):
         lock = "package-lock.json" in files or "npm-shrinkwrap.json" in files
-        setup.append(f"npm {'ci' if lock else 'install'} {_NPM_FLAGS}")
+        setup.append(f"npm {'ci' if lock else 'install'} {NPM_FLAGS}")
     if isinstance(scripts.get("build"), str):
         setup.append("npm run build")
     command = entry
@@ -220,24 +223,12 @@ def _node(files: dict[str, bytes], entry: str | None, port: int) -> Built:
     return setup, command, env, [f"{WORKDIR}/node_modules/.bin"]
 
 
-def _package_json(files: dict[str, bytes]) -> dict[str, Any]:
-    if "package.json" not in files:
-        return {}
-    try:
-        pkg = json.loads(files["package.json"])
-    except ValueError as exc:
-        raise InvalidRequest(f"package.json is not valid JSON: {exc}") from None
-    if not isinstance(pkg, dict):
-        raise InvalidRequest("package.json must hold a JSON object")
-    return pkg
-
-
 def _python(files: dict[str, bytes], entry: str | None, port: int) -> Built:
     setup = []
     if "requirements.txt" in files:
-        setup.append(f"{_PIP} -r requirements.txt")
+        setup.append(f"{PIP_INSTALL} -r requirements.txt")
     elif "pyproject.toml" in files:
-        setup.append(f"{_PIP} .")
+        setup.append(f"{PIP_INSTALL} .")
     command = entry or _first(files, _PY_MAINS, "python3")
     tops = sorted(p for p in files if p.endswith(".py") and "/" not in p)
     if command is None and len(tops) == 1:
@@ -247,7 +238,7 @@ def _python(files: dict[str, bytes], entry: str | None, port: int) -> Built:
             f"python: cannot tell how to start the app: add one of {', '.join(_PY_MAINS)}, "
             "or give an entrypoint"
         )
-    env = {"PYTHONPATH": PY_DEPS, "PYTHONUNBUFFERED": "1"}
+    env = dict(PY_ENV)
     return setup, command, env, [f"{PY_DEPS}/bin"]
 
 
@@ -255,8 +246,7 @@ def _go(files: dict[str, bytes], entry: str | None, port: int) -> Built:
     setup = [] if "go.mod" in files else ["go mod init app"]
     setup.append(f"go build -o {APP_BINARY} .")
     env = {
-        "GOCACHE": "/tmp/go-cache",
-        "GOPATH": "/tmp/go",
+        **GO_ENV,
         "GOFLAGS": "-mod=mod",  # fetch what go.mod/go.sum do not pin yet
         "GOTOOLCHAIN": "local",
         "CGO_ENABLED": "0",  # no C compiler in the image

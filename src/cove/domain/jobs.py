@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -19,7 +18,6 @@ from typing import Any
 from croniter import croniter
 
 from cove.domain.errors import InvalidRequest
-from cove.domain.programs import PY_DEPS, Program, clean_path, code_program, install_step
 
 MIN_MEMORY_MB, MAX_MEMORY_MB, DEFAULT_MEMORY_MB = 128, 4096, 256
 MIN_TIMEOUT_S, MAX_TIMEOUT_S, DEFAULT_TIMEOUT_S = 1, 3600, 300
@@ -29,7 +27,6 @@ MAX_TASKS = 1000
 MAX_PAYLOAD_BYTES = 64 * 1024
 LOG_TAIL = 64 * 1024  # per stream and task: the newest bytes of stdout/stderr are kept
 PAYLOAD_FILE = ".cove/task.json"  # under the workdir; BL_TASK_PAYLOAD_FILE has the full path
-RUNTIMES = ("python", "node", "typescript", "bash", "ruby", "go", "custom")
 _EXEC_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -247,148 +244,6 @@ def due_tick(expr: str, last: datetime, now: datetime) -> datetime | None:
     prev = croniter(expr, now, second_at_beginning=six).get_prev(datetime)
     after_prev = next_tick(expr, prev)
     return after_prev if after_prev <= now else prev
-
-
-# -- runtime detection --------------------------------------------------------------------------
-
-_EXT = {
-    ".py": "python",
-    ".js": "node",
-    ".mjs": "node",
-    ".cjs": "node",
-    ".ts": "typescript",
-    ".sh": "bash",
-    ".rb": "ruby",
-    ".go": "go",
-}
-_ENTRIES = {
-    "python": ("main.py", "src/main.py", "app.py", "job.py", "index.py", "__main__.py"),
-    "node": ("index.js", "src/index.js", "main.js", "app.js", "index.mjs"),
-    "typescript": ("index.ts", "src/index.ts", "main.ts"),
-    "bash": ("main.sh", "run.sh", "job.sh", "entrypoint.sh"),
-    "ruby": ("main.rb", "app.rb"),
-    "go": ("main.go",),
-}
-_ENV = {  # for entrypoints given as commands (files get theirs from programs.code_program)
-    "python": {"PYTHONPATH": PY_DEPS, "PYTHONUNBUFFERED": "1"},
-    "go": {"GOCACHE": "/tmp/go-cache", "GOPATH": "/tmp/go"},
-}
-
-
-def detect_runtime(files: dict[str, bytes], entrypoint: str | None) -> str:
-    """From the entrypoint's extension, then marker files, then the usual entry file names."""
-    if entrypoint and entrypoint in files and _ext(entrypoint) in _EXT:
-        return _EXT[_ext(entrypoint)]
-    if "package.json" in files:
-        return "node"
-    if {"requirements.txt", "pyproject.toml", "setup.py"} & files.keys():
-        return "python"
-    if "go.mod" in files:
-        return "go"
-    for runtime, names in _ENTRIES.items():
-        if any(n in files for n in names):
-            return runtime
-    kinds = {_EXT[_ext(p)] for p in files if _ext(p) in _EXT}
-    if len(kinds) == 1:
-        return kinds.pop()
-    raise InvalidRequest(
-        "cannot tell the runtime from the files: give runtime "
-        f"({', '.join(RUNTIMES)}) and, if needed, entrypoint"
-    )
-
-
-def job_program(runtime: str, entrypoint: str | None, files: dict[str, bytes]) -> Program:
-    """Dependencies to install (each task does) + the command that runs the job."""
-    if runtime not in RUNTIMES:
-        raise InvalidRequest(f"runtime must be one of {', '.join(RUNTIMES)}")
-    setup = _dependencies(runtime, files)
-    entry = _file_entry(entrypoint, files)
-    if entrypoint and entry is None and _looks_like_file(entrypoint):
-        raise InvalidRequest(f"entrypoint {entrypoint!r} is not among the files")
-    if entrypoint and entry is None:  # a command, e.g. "python3 main.py --fast"
-        return Program(files, setup, entrypoint, dict(_ENV.get(runtime, {})))
-    if runtime == "custom":
-        raise InvalidRequest("runtime custom needs an entrypoint command")
-    entry = entry or _default_entry(runtime, files)
-    if entry is None and runtime == "node" and _package(files).get("scripts", {}).get("start"):
-        return Program(files, _npm_install(files, dev=True), "npm run --silent start", {})
-    if entry is None:
-        raise InvalidRequest(
-            f"no entry file for runtime {runtime} (looked for {', '.join(_ENTRIES[runtime])}): "
-            "give entrypoint"
-        )
-    language = _EXT.get(_ext(entry), runtime) if runtime in ("node", "typescript") else runtime
-    base = code_program(language, None, files, entry, [])
-    return replace(base, setup=setup)
-
-
-def _file_entry(entrypoint: str | None, files: dict[str, bytes]) -> str | None:
-    if not entrypoint or " " in entrypoint.strip():
-        return None
-    try:
-        path = clean_path(entrypoint, "entrypoint")
-    except InvalidRequest:
-        return None
-    return path if path in files else None
-
-
-def _looks_like_file(entrypoint: str) -> bool:
-    text = entrypoint.strip()
-    return not any(c.isspace() for c in text) and _ext(text) in _EXT
-
-
-def _default_entry(runtime: str, files: dict[str, bytes]) -> str | None:
-    if runtime == "node":
-        main = _package(files).get("main")
-        if isinstance(main, str) and main.lstrip("./") in files:
-            return main.lstrip("./")
-    return next((n for n in _ENTRIES[runtime] if n in files), None)
-
-
-def _dependencies(runtime: str, files: dict[str, bytes]) -> tuple[str, ...]:
-    if runtime == "python" and "requirements.txt" in files:
-        return (
-            "python3 -m pip install -q --no-cache-dir --disable-pip-version-check "
-            f"--root-user-action=ignore --target {PY_DEPS} -r requirements.txt",
-        )
-    if runtime == "python" and "pyproject.toml" in files:
-        deps = _pyproject_deps(files["pyproject.toml"])
-        return (install_step("python", deps),) if deps else ()
-    if runtime in ("node", "typescript"):
-        return _npm_install(files, dev=False)
-    return ()
-
-
-def _npm_install(files: dict[str, bytes], dev: bool) -> tuple[str, ...]:
-    pkg = _package(files)
-    wanted = bool(pkg.get("dependencies")) or (dev and bool(pkg.get("devDependencies")))
-    if not wanted:
-        return ()
-    omit = "" if dev else " --omit=dev"
-    return (f"npm install --no-audit --no-fund --no-update-notifier{omit}",)
-
-
-def _package(files: dict[str, bytes]) -> dict[str, Any]:
-    if "package.json" not in files:
-        return {}
-    try:
-        pkg = json.loads(files["package.json"])
-    except ValueError:
-        raise InvalidRequest("package.json is not valid JSON") from None
-    return pkg if isinstance(pkg, dict) else {}
-
-
-def _pyproject_deps(raw: bytes) -> list[str]:
-    try:
-        deps = tomllib.loads(raw.decode()).get("project", {}).get("dependencies", [])
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("pyproject.toml is not valid TOML") from None
-    return [d for d in deps if isinstance(d, str)]
-
-
-def _ext(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    return name[name.rfind(".") :] if "." in name else ""
 
 
 def task_env(execution: Execution, task: Task, attempt: int, workdir: str) -> dict[str, str]:

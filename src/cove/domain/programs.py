@@ -2,17 +2,16 @@
 
 Shared by ephemeral runs (/v1/run), deploys and jobs. Pure data: nothing here touches a sandbox.
 Languages (runs): python, node, typescript, bash, ruby, go. Runtimes (deploy, jobs): node,
-python, go, static, custom — auto-detected from the files when not given. A Run is the record of
-one ephemeral run.
+python, go, static, custom — auto-detected from the files when not given.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
-import secrets
 import shlex
 from dataclasses import dataclass, field
-from datetime import datetime
+from typing import Any
 
 from cove.domain.errors import InvalidRequest
 
@@ -28,6 +27,12 @@ TS_RUNNER = "/usr/local/lib/cove/ts-run.js"
 # go's build cache and module dir must be writable; HOME is /root. The image's std is precompiled
 # with cgo, so cgo stays on (without gcc, net & co would otherwise be recompiled: seconds).
 GO_ENV = {"GOCACHE": "/tmp/go-cache", "GOPATH": "/tmp/go"}
+PY_ENV = {"PYTHONPATH": PY_DEPS, "PYTHONUNBUFFERED": "1"}
+PIP_INSTALL = (  # + requirement specs, or -r requirements.txt
+    "python3 -m pip install -q --no-cache-dir --disable-pip-version-check "
+    f"--root-user-action=ignore --target {PY_DEPS}"
+)
+NPM_FLAGS = "--no-audit --no-fund --no-update-notifier"
 DEFAULT_ENTRY = {
     "python": "main.py",
     "node": "index.js",
@@ -102,19 +107,16 @@ def install_step(language: str, packages: list[str]) -> str:
             raise InvalidRequest(f"packages: {pkg!r} is not a package name")
     names = " ".join(shlex.quote(p.strip()) for p in packages)
     if language == "python":
-        return (
-            "python3 -m pip install -q --no-cache-dir --disable-pip-version-check "
-            f"--root-user-action=ignore --target {PY_DEPS} {names}"
-        )
+        return f"{PIP_INSTALL} {names}"
     if language in ("node", "typescript"):
-        return f"npm install --no-audit --no-fund --no-update-notifier --no-save {names}"
+        return f"npm install {NPM_FLAGS} --no-save {names}"
     raise InvalidRequest(f"packages are supported for python, node and typescript, not {language}")
 
 
 def _runner(language: str, entry: str, files: dict[str, bytes]) -> tuple[str, dict[str, str]]:
     quoted = shlex.quote(entry)
     if language == "python":
-        return f"python3 {quoted}", {"PYTHONPATH": PY_DEPS, "PYTHONUNBUFFERED": "1"}
+        return f"python3 {quoted}", PY_ENV
     if language == "node":
         return f"node {quoted}", {}
     if language == "bash":
@@ -141,49 +143,14 @@ def _go_sources(entry: str, files: dict[str, bytes]) -> str:
     return " ".join(shlex.quote(path) for path in siblings)
 
 
-# -- ephemeral runs (seed 000 "Run Code") ---------------------------------------------------------
-
-DEFAULT_RUN_TIMEOUT_S, MAX_RUN_TIMEOUT_S = 30, 600
-RUN_TIER = "xs"  # memory and price of every run
-RUN_OUTPUT_LIMIT = 1024 * 1024  # a run keeps the last 1 MiB of stdout and of stderr
-
-
-@dataclass
-class Run:
-    id: str
-    workspace: str
-    language: str
-    timeout_s: int
-    created_at: datetime
-    status: str = "running"  # then completed | failed | timeout | error
-    stdout: str = ""
-    stderr: str = ""
-    exit_code: int | None = None
-    duration_ms: int = 0
-    completed_at: datetime | None = None
-    error: str | None = None  # why, when set-up failed, time ran out or the platform failed
-
-
-def new_run_id() -> str:
-    return "run_" + secrets.token_hex(8)
-
-
-def run_timeout(value: object) -> int:
-    """`timeout` of a run: whole seconds from 1 to 600, 30 when absent."""
-    if value is None:
-        return DEFAULT_RUN_TIMEOUT_S
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_RUN_TIMEOUT_S:
-        raise InvalidRequest(
-            f"timeout must be a whole number of seconds from 1 to {MAX_RUN_TIMEOUT_S}"
-        )
-    return value
-
-
-def tail(text: str, limit: int = RUN_OUTPUT_LIMIT) -> str:
-    """The last `limit` bytes of text (UTF-8), cut at a character boundary."""
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    return data[len(data) - limit :].decode("utf-8", errors="ignore")
+def package_json(files: dict[str, bytes]) -> dict[str, Any]:
+    """The project's package.json as an object ({} without one); 400 when it is not one."""
+    if "package.json" not in files:
+        return {}
+    try:
+        pkg = json.loads(files["package.json"])
+    except ValueError as exc:
+        raise InvalidRequest(f"package.json is not valid JSON: {exc}") from None
+    if not isinstance(pkg, dict):
+        raise InvalidRequest("package.json must hold a JSON object")
+    return pkg

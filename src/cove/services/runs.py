@@ -15,16 +15,8 @@ from dataclasses import dataclass, field
 from cove.domain.durations import utcnow
 from cove.domain.errors import InvalidRequest, NotFound
 from cove.domain.pricing import NOMINAL_MICROS, run_price
-from cove.domain.programs import (
-    DEFAULT_RUN_TIMEOUT_S,
-    RUN_TIER,
-    Program,
-    Run,
-    clean_files,
-    code_program,
-    new_run_id,
-    tail,
-)
+from cove.domain.programs import Program, clean_files, code_program
+from cove.domain.runs import DEFAULT_RUN_TIMEOUT_S, RUN_TIER, Run, new_run_id, tail
 from cove.domain.sandbox import TIER_MEMORY_MB
 from cove.services.billing import Billing
 from cove.services.workloads import Outcome, Placement, Workloads

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cove.domain.programs import Run
+from cove.domain.runs import Run
 from cove.store.db import runs as table
 from cove.store.writer import Writer
 

@@ -15,7 +15,7 @@ from cove.api.common import guarded, int_param, json_object, only_fields, typed,
 from cove.api.v1.sandboxes import error
 from cove.domain.durations import iso
 from cove.domain.errors import InvalidRequest
-from cove.domain.programs import Run, run_timeout
+from cove.domain.runs import Run, run_timeout
 from cove.services.runs import RunRequest, RunService
 
 _FIELDS = {"language", "code", "files", "entrypoint", "packages", "timeout"}

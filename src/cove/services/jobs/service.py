@@ -18,6 +18,7 @@ from typing import Any
 
 from cove.domain.durations import utcnow
 from cove.domain.errors import Conflict, CoveError, NotFound
+from cove.domain.job_programs import detect_runtime, job_program
 from cove.domain.jobs import (
     ExecStatus,
     Execution,
@@ -26,9 +27,7 @@ from cove.domain.jobs import (
     RuntimeConfig,
     Task,
     TaskStatus,
-    detect_runtime,
     due_tick,
-    job_program,
     memory_override,
     new_execution_id,
     new_job_id,
