@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -19,9 +18,7 @@ from cove.egress.noop import NoEgress
 from cove.runtime.base import RuntimeError_
 from cove.runtime.namespaces import NamespaceRuntime
 from cove.runtime.oci import ZYGOTE_DIR
-from cove.scheduler.cron import run_cron
-from cove.scheduler.expiry import run_expiry
-from cove.scheduler.previews import run_preview_expiry
+from cove.scheduler import loops as scheduler
 from cove.services.auth import AuthService
 from cove.services.billing import Billing, Policy
 from cove.services.deploys import DeployService
@@ -100,7 +97,6 @@ def create_app(settings: Settings) -> Starlette:
         service.on_deleted.append(deploys.sandbox_deleted)
         app.state.deploys = deploys
         app.state.sandbox_url = lambda s: sandbox_url(settings, s)
-        expiry = asyncio.ensure_future(run_expiry(service, settings.expiry_interval_s))
         jobs = JobService(
             JobRepo(engine, writer),
             app.state.workloads,
@@ -110,9 +106,8 @@ def create_app(settings: Settings) -> Starlette:
         )
         await jobs.restore()  # executions a stop interrupted end as failed
         app.state.jobs = jobs
-        cron = asyncio.ensure_future(run_cron(jobs, settings.cron_tick_s))
-        preview_expiry = asyncio.ensure_future(
-            run_preview_expiry(previews, settings.expiry_interval_s)
+        loops = scheduler.start(
+            service, previews, jobs, settings.expiry_interval_s, settings.cron_tick_s
         )
         app.state.ready = True
         log.info("cove ready at %s", settings.public_url)
@@ -120,9 +115,8 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             app.state.ready = False
-            expiry.cancel()
-            preview_expiry.cancel()
-            cron.cancel()
+            for loop in loops:
+                loop.cancel()
             await jobs.shutdown()  # before the sandboxes: its tasks' sandboxes are deleted
             await deploys.close()  # before processes close: builds wait on them
             await service.shutdown()
