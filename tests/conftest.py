@@ -16,6 +16,7 @@ from server import KEYS, CoveServer, leftovers
 os.environ.update(
     {"BL_API_KEY": KEYS["ws-a"], "BL_WORKSPACE": "ws-a", "BL_REGION": "local", "DO_NOT_TRACK": "1"}
 )
+pytest_plugins = ("browser",)  # the `browser` fixture (headless Chromium) for preview tests
 BASE = Path(os.environ.get("COVE_TEST_DIR", "/var/tmp/cove-tests"))
 
 

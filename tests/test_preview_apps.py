@@ -1,35 +1,21 @@
 """Real web apps in a sandbox opened through their previews in headless Chromium (issue 6): a
 Node HTTP server with a WebSocket, and a Vite dev server installed from npm inside the sandbox
-whose hot module replacement runs over the preview. Chromium is driven over the DevTools
-protocol so every wait is for a DOM condition with a deadline (a WebSocket does not hold
-headless Chromium's virtual clock, so --dump-dom alone could read the page too early).
+whose hot module replacement runs over the preview (Chromium driven by tests/browser.py).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
-import os
-import shutil
-import signal
-import struct
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from browser import assert_png, texts
 from conftest import own_server, unique
 from registry import npm_install, registry_mirrors
 from server import CoveServer
-from websockets.sync.client import connect
-
-CHROMIUM = shutil.which("chromium") or "chromium"
-WAIT_S = 30.0  # for a page condition; a broken feature never meets it
 
 # A Node app with Node's own modules only: a page, a JSON API and a WebSocket echo on one port.
 # The page finds its API and socket relative to its own URL, so it works at / and under a prefix.
@@ -114,115 +100,6 @@ if (import.meta.hot) {
 VITE = "vite@5.4.21"  # the 5.x line runs on the image's Node 18 (vite 6+ needs Node 20)
 
 
-class Browser:
-    """Headless Chromium with a fresh profile, one page, driven over the DevTools protocol."""
-
-    def __init__(self, profile: Path) -> None:
-        self.proc = subprocess.Popen(
-            [
-                CHROMIUM,
-                "--headless=new",
-                "--no-sandbox",  # runs as root
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-extensions",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--window-size=1000,700",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={profile}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its helper processes share its group, ended with it
-        )
-        self._stack = contextlib.ExitStack()
-        self._stack.callback(self._stop)
-        self._id = 0
-        try:
-            self.ws = self._connect(profile)
-        except BaseException:
-            self._stack.close()
-            raise
-
-    def _connect(self, profile: Path) -> Any:
-        active = profile / "DevToolsActivePort"  # "port\n/devtools/browser/…"
-        deadline = time.monotonic() + WAIT_S
-        while not (active.exists() and len(active.read_text().split()) == 2):
-            assert self.proc.poll() is None and time.monotonic() < deadline, "no chromium"
-            time.sleep(0.05)
-        port = int(active.read_text().split()[0])
-        pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-        url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
-        return self._stack.enter_context(connect(url, max_size=None, open_timeout=10))
-
-    def _stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def close(self) -> None:
-        self._stack.close()
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self._id += 1
-        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-        deadline = time.monotonic() + WAIT_S
-        while True:  # events in between are not needed
-            msg = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
-            if msg.get("id") == self._id:
-                return msg
-
-    def eval(self, expression: str) -> Any:
-        """Its value, or None while the page is between documents."""
-        msg = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        result = msg.get("result", {})
-        if "error" in msg or "exceptionDetails" in result:
-            return None
-        return result["result"].get("value")
-
-    def open(self, url: str) -> dict[str, Any]:
-        """Navigate and wait for the new document: its URL, HTTP status and text."""
-        self.call("Page.navigate", url=url)
-        return self.wait(
-            "({href: location.href, ready: document.readyState, text: document.body.innerText,"
-            " status: performance.getEntriesByType('navigation')[0]?.responseStatus})",
-            lambda v: v["href"] == url and v["ready"] == "complete",
-        )
-
-    def wait(self, expression: str, done: Any = bool) -> Any:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            value = self.eval(expression)
-            if value is not None and done(value):
-                return value
-            if time.monotonic() > deadline:
-                return value  # the caller's assertion shows what the page had
-            time.sleep(0.05)
-
-    def text(self, element_id: str) -> str | None:
-        return self.eval(f"document.getElementById({element_id!r})?.textContent")
-
-    def screenshot(self, path: Path) -> bytes:
-        msg = self.call("Page.captureScreenshot", format="png")
-        path.write_bytes(base64.b64decode(msg["result"]["data"]))
-        return path.read_bytes()
-
-
-def _texts(ids: tuple[str, ...]) -> str:
-    return "[" + ",".join(f"document.getElementById({i!r})?.textContent" for i in ids) + "]"
-
-
-def assert_png(data: bytes, width: int = 1000) -> None:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
-    w, h = struct.unpack(">II", data[16:24])  # IHDR
-    assert w == width and h > 0 and len(data) > 2000  # a rendered page, not an empty image
-
-
 # -- fixtures ---------------------------------------------------------------------------------
 
 
@@ -281,13 +158,6 @@ def vite_app(client: httpx.Client) -> Iterator[tuple[str, str]]:
         yield name, url
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(tmp_path / "profile")
-    yield b
-    b.close()
-
-
 def preview(client: httpx.Client, sandbox: str, port: int, public: bool) -> dict[str, Any]:
     body = {"metadata": {"name": unique("p")}, "spec": {"port": port, "public": public}}
     r = client.post(f"/v0/sandboxes/{sandbox}/previews", json=body)
@@ -303,7 +173,7 @@ def test_node_app_with_websocket_through_a_public_preview(client, node_app, brow
     for url in (p["spec"]["url"] + "/", p["spec"]["hostUrl"] + "/"):  # path and host forms
         page = browser.open(url)
         assert page["status"] == 200 and "node in cove" in page["text"], page
-        api, ws = browser.wait(_texts(("api", "ws")), lambda v: "waiting" not in v)
+        api, ws = browser.wait(texts(("api", "ws")), lambda v: "waiting" not in v)
         assert api.startswith("api:node v18."), api
         assert ws.startswith("ws:echo:ping from node v18."), ws  # the WebSocket round trip
         assert_png(browser.screenshot(tmp_path / "node.png"))
@@ -321,7 +191,7 @@ def test_private_node_preview_in_a_browser(client, node_app, browser):  # type: 
     # The link carries the token; the page's fetch and WebSocket use the cookie it set.
     page = browser.open(url + "?bl_preview_token=" + token)
     assert page["status"] == 200, page
-    api, ws = browser.wait(_texts(("api", "ws")), lambda v: "waiting" not in v)
+    api, ws = browser.wait(texts(("api", "ws")), lambda v: "waiting" not in v)
     assert api.startswith("api:node") and ws.startswith("ws:echo:ping"), (api, ws)
     assert client.delete(f"{tokens}/{token}").status_code == 200
     page = browser.open(url)  # the cookie is still sent; the token behind it is gone
@@ -340,14 +210,14 @@ def test_vite_dev_server_and_hot_reload_through_a_preview(client, vite_app, brow
     p = preview(client, name, 5173, public=True)
     page = browser.open(p["spec"]["hostUrl"] + "/")  # Vite serves at /: the host form
     assert page["status"] == 200 and "vite in cove" in page["text"], page
-    msg, pong = browser.wait(_texts(("msg", "pong")), lambda v: v[1] != "waiting")
+    msg, pong = browser.wait(texts(("msg", "pong")), lambda v: v[1] != "waiting")
     assert msg == "msg:v1"  # main.js ran, its import resolved through the preview
     assert pong == "pong:hello"  # a round trip over Vite's HMR WebSocket
     assert_png(browser.screenshot(tmp_path / "vite.png"))
     loaded = browser.eval("performance.timeOrigin")
     # An edit through cove's file API: Vite's watcher sees it and pushes a hot update.
     write(client, url, "/app/msg.js", 'export const text = "msg:v2";\n')
-    assert browser.wait(_texts(("msg",)), lambda v: v[0] == "msg:v2") == ["msg:v2"]
+    assert browser.wait(texts(("msg",)), lambda v: v[0] == "msg:v2") == ["msg:v2"]
     assert browser.eval("performance.timeOrigin") == loaded  # updated in place, not reloaded
     logs = _vite_logs(client, url)
     assert "cove: hmr client connected" in logs and "cove: ping hello" in logs, logs
@@ -365,5 +235,5 @@ def test_vite_through_a_private_preview(client, vite_app, browser):  # type: ign
     page = browser.open(host_url + "?bl_preview_token=" + token)
     assert page["status"] == 200, page
     # Module imports and the HMR socket carry the cookie the link set.
-    _, pong = browser.wait(_texts(("msg", "pong")), lambda v: v[1] != "waiting")
+    _, pong = browser.wait(texts(("msg", "pong")), lambda v: v[1] != "waiting")
     assert pong == "pong:hello"

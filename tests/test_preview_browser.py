@@ -1,18 +1,14 @@
-"""A web page with a WebSocket, served from a sandbox and opened through its preview in headless
-Chromium (Debian's `chromium`, installed by scripts/install)."""
+"""A Python web page with a WebSocket, served from a sandbox and opened through its preview in
+headless Chromium (tests/browser.py)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from browser import assert_png
 from conftest import sdk_sandbox, unique
 from test_sandbox_ports_terminal import _serve
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
 
 # One port, two protocols: GET → the page, Upgrade → a WebSocket echo ("echo:" + message).
 PAGE_APP = r"""
@@ -53,39 +49,6 @@ asyncio.run(main())
 """
 
 
-def chromium(url: str, screenshot: Path | None = None) -> str:
-    """The DOM after the page ran (a few seconds of virtual time), optionally a screenshot."""
-    args = [
-        str(CHROMIUM),
-        "--headless=new",
-        "--no-sandbox",  # runs as root in CI containers
-        "--disable-gpu",
-        "--virtual-time-budget=5000",
-        "--run-all-compositor-stages-before-draw",
-    ]
-    if screenshot is not None:
-        subprocess.run(
-            [*args, "--window-size=800,600", f"--screenshot={screenshot}", url],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-    out = subprocess.run([*args, "--dump-dom", url], capture_output=True, timeout=60, text=True)
-    return out.stdout
-
-
-def dom_with(url: str, marker: str, screenshot: Path | None = None, attempts: int = 4) -> str:
-    """chromium's DOM once it shows `marker`. A WebSocket does not hold headless Chromium's
-    virtual clock, so on a loaded host the page can be dumped before the echo returns; a few
-    fresh page loads (bounded) tell a slow host from a broken WebSocket, which never shows it."""
-    dom = ""
-    for _ in range(attempts):
-        dom = chromium(url, screenshot)
-        if marker in dom:
-            break
-    return dom
-
-
 @pytest.fixture(scope="module")
 def sb(server):  # type: ignore[no-untyped-def]
     with sdk_sandbox(server, "web") as box:
@@ -93,23 +56,26 @@ def sb(server):  # type: ignore[no-untyped-def]
         yield box
 
 
-def test_page_and_websocket_through_a_public_preview(sb, api, tmp_path):  # type: ignore[no-untyped-def]
+def test_page_and_websocket_through_a_public_preview(sb, api, browser, tmp_path):  # type: ignore[no-untyped-def]
     p = sb.previews.create({"port": 5173, "public": True, "name": unique("pub")})
     host_url = api.get(f"/v0/sandboxes/{sb.metadata.name}/previews/{p.name}").json()["spec"][
         "hostUrl"
     ]
-    shot = tmp_path / "page.png"
     for url in (p.spec.url + "/", host_url + "/"):  # path form and *.localhost host form
-        dom = dom_with(url, "ws:echo:ping", shot)
-        assert 'id="title">cove preview<' in dom, dom
-        assert "ws:echo:ping" in dom, dom
-    assert shot.exists() and shot.stat().st_size > 1000  # a rendered PNG
+        page = browser.open(url)
+        assert page["status"] == 200 and "cove preview" in page["text"], page
+        out = browser.wait("document.getElementById('out')?.textContent", lambda v: v != "waiting")
+        assert out == "ws:echo:ping", out  # the WebSocket round trip
+        assert_png(browser.screenshot(tmp_path / "page.png"))
 
 
-def test_private_preview_in_a_browser(sb, api):  # type: ignore[no-untyped-def]
+def test_private_preview_in_a_browser(sb, browser):  # type: ignore[no-untyped-def]
     p = sb.previews.create({"port": 5173, "name": unique("priv")})
-    assert "private" in chromium(p.spec.url + "/")  # the 401 body
+    page = browser.open(p.spec.url + "/")
+    assert page["status"] == 401 and "private" in page["text"], page
     token = p.tokens.create(datetime.now(UTC) + timedelta(hours=1))
     # The link carries the token; the page's WebSocket then uses the cookie it set.
-    dom = dom_with(p.spec.url + "/?bl_preview_token=" + token.value, "ws:echo:ping")
-    assert "ws:echo:ping" in dom, dom
+    page = browser.open(p.spec.url + "/?bl_preview_token=" + token.value)
+    assert page["status"] == 200, page
+    out = browser.wait("document.getElementById('out')?.textContent", lambda v: v != "waiting")
+    assert out == "ws:echo:ping", out
