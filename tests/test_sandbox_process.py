@@ -161,6 +161,23 @@ def test_restart_on_failure(sb):  # type: ignore[no-untyped-def]
     assert (ok.status, ok.restart_count) == ("completed", 0)
 
 
+def test_restart_ends_what_the_failed_run_left_behind(sb):  # type: ignore[no-untyped-def]
+    """A crashed command's children (e.g. a server holding its port) go before the restart."""
+    marker = unique("orphan")  # in argv, so the leftovers can be counted
+    r = sb.process.exec(
+        {
+            "command": f"bash -c 'exec -a {marker} sleep 300' & sleep 0.2; exit 3",
+            "restart_on_failure": True,
+            "max_restarts": 2,
+        }
+    )
+    done = sb.process.wait(r.name, max_wait=10000, interval=50)
+    assert (done.status, done.restart_count) == ("failed", 2)
+    count = f"ps -eo args | grep -c '^{marker}'"
+    left = sb.process.exec({"command": count, "wait_for_completion": True})
+    assert left.stdout.strip() == "1", left.stdout  # only the last run's child: no restart after it
+
+
 def test_stdin_write_and_close(sb):  # type: ignore[no-untyped-def]
     name = unique("cat")
     sb.process.exec({"name": name, "command": "cat; echo end", "stdin": True})

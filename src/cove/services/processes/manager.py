@@ -209,6 +209,7 @@ class ProcessManager:
             if not self._should_restart(proc, result):
                 break
             proc.restart_count += 1
+            await self._end_group(proc)
             try:
                 exited = await self._spawn(proc)
             except Exception:
@@ -238,6 +239,13 @@ class ProcessManager:
             result = Exited(code=None, signal=signal.SIGKILL)
         stdio.after_exit()
         return result
+
+    async def _end_group(self, proc: Process) -> None:
+        """Before a restart: what the failed run left in its process group (each process is a
+        session of its own) goes too, or a leftover child could hold the port the restarted
+        command needs."""
+        with contextlib.suppress(RuntimeError_, OSError):
+            await self._runtime.signal(self._handle, proc.pid, signal.SIGKILL)
 
     @staticmethod
     def _should_restart(proc: Process, result: Exited) -> bool:
