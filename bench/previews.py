@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import shutil
 import sys
 import time
 import uuid
@@ -27,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from rawhttp import Client  # noqa: E402
 from report import emit, timed  # noqa: E402
-from server import KEYS, CoveServer  # noqa: E402
+from server import KEYS, served  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}", "Content-Type": "application/json"}
 PORT = 3000
@@ -97,9 +95,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--mb", type=int, default=64)
     args = ap.parse_args()
-    data = Path(os.environ.get("COVE_TEST_DIR", "/var/tmp/cove-tests")) / uuid.uuid4().hex[:8]
-    srv = CoveServer(data).start()
-    try:
+    with served() as srv:
         c = Client(srv.url, HEADERS)
         name = "bench-" + uuid.uuid4().hex[:6]
         created = c.json(
@@ -167,10 +163,6 @@ def main() -> None:
         secs = time.perf_counter() - t0
         emit("preview_download_throughput", [size / secs / 1e6], "MB/s", bytes=size)
         c.call("DELETE", "/v0/sandboxes/" + name).read()
-    finally:
-        rc = srv.stop()
-    if rc == 0:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

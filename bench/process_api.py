@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from rawhttp import Client  # noqa: E402
 from report import emit, timed  # noqa: E402
-from server import KEYS, CoveServer  # noqa: E402
+from server import KEYS, served  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {KEYS['ws-a']}", "Content-Type": "application/json"}
 LINE = "0123456789abcdef" * 7 + "\n"  # 113-byte lines: the streams frame output per line
@@ -114,9 +112,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--mb", type=int, default=64)
     args = ap.parse_args()
-    data = Path(os.environ.get("COVE_TEST_DIR", "/var/tmp/cove-tests")) / uuid.uuid4().hex[:8]
-    srv = CoveServer(data).start()
-    try:
+    with served() as srv:
         c = Client(srv.url, HEADERS)
         created = c.json(
             "POST",
@@ -131,10 +127,6 @@ def main() -> None:
         stream_throughput(c, sbx, args.mb)
         proxy_round_trip(c, sbx, args.n)
         c.call("DELETE", "/v0/sandboxes/" + created["metadata"]["name"]).read()
-    finally:
-        rc = srv.stop()
-    if rc == 0:  # the server unmounted everything: its data dir is safe to remove
-        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

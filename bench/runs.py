@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 from rawhttp import SyncClient  # noqa: E402
 from report import emit, timed  # noqa: E402
-from server import KEYS, CoveServer  # noqa: E402
+from server import KEYS, served  # noqa: E402
 
 from cove.domain.programs import WORKDIR, code_program  # noqa: E402
 
@@ -66,11 +66,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--languages", default=",".join(PRINT_ONE))
     args = ap.parse_args()
-    data = Path(os.environ.get("COVE_TEST_DIR", "/var/tmp/cove-tests")) / uuid.uuid4().hex[:8]
-    srv = CoveServer(data, COVE_POOL_SIZE="4").start()
-    tmp = data / "host"
-    tmp.mkdir()
-    try:
+    with served(COVE_POOL_SIZE="4") as srv:
+        tmp = srv.data_dir / "host"
+        tmp.mkdir()
         c = SyncClient(srv.url, HEADERS)
         box = "bench-" + uuid.uuid4().hex[:6]
         status, _ = c.request("POST", "/v1/sandboxes", {"name": box, "tier": "xs", "ttl": "1h"})
@@ -78,10 +76,6 @@ def main() -> None:
         for language in args.languages.split(","):
             bench_language(c, box, language, args.n, tmp)
         c.request("DELETE", f"/v1/sandboxes/{box}")
-    finally:
-        rc = srv.stop()
-    if rc == 0:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def bench_language(c: SyncClient, box: str, language: str, n: int, tmp: Path) -> None:

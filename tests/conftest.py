@@ -7,36 +7,24 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from server import KEYS, CoveServer, leftovers
+from server import KEYS, CoveServer, leftovers, new_data_dir, served
 
 # The SDK reads its settings at import time: configure it before anything imports blaxel.
 os.environ.update(
     {"BL_API_KEY": KEYS["ws-a"], "BL_WORKSPACE": "ws-a", "BL_REGION": "local", "DO_NOT_TRACK": "1"}
 )
 pytest_plugins = ("browser",)  # the `browser` fixture (headless Chromium) for preview tests
-BASE = Path(os.environ.get("COVE_TEST_DIR", "/var/tmp/cove-tests"))
-
-
-def new_data_dir() -> Path:
-    path = BASE / uuid.uuid4().hex[:8]
-    path.mkdir(parents=True)
-    return path
 
 
 @contextlib.contextmanager
 def own_server(**env: str) -> Iterator[CoveServer]:
     """A server with its own settings (COVE_* env); it must stop cleanly and leave nothing."""
-    srv = CoveServer(new_data_dir(), **env).start()
-    try:
+    with served(**env) as srv:
         yield srv
-    finally:
-        code = srv.stop()
-    assert code == 0, srv.log()
+    assert srv.exit_code == 0, srv.log()
     assert leftovers(srv.data_dir) == []
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

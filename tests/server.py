@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +21,13 @@ COVE = ROOT / ".venv" / "bin" / "cove"
 # The base image is a cache shared by every test server (built once by scripts/install).
 IMAGES_DIR = os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images")
 KEYS = {"ws-a": "key-a", "ws-b": "key-b"}
+BASE = Path(os.environ.get("COVE_TEST_DIR", "/var/tmp/cove-tests"))
+
+
+def new_data_dir() -> Path:
+    path = BASE / uuid.uuid4().hex[:8]
+    path.mkdir(parents=True)
+    return path
 
 
 def free_port() -> int:
@@ -28,6 +39,7 @@ def free_port() -> int:
 class CoveServer:
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
+        self.exit_code: int | None = None  # set by served()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -78,6 +90,19 @@ class CoveServer:
     def client(self, workspace: str = "ws-a") -> httpx.Client:
         headers = {"Authorization": f"Bearer {KEYS[workspace]}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+@contextlib.contextmanager
+def served(**env: str) -> Iterator[CoveServer]:
+    """A server (COVE_* env) in a fresh data dir, stopped on the way out. The dir is removed only
+    when the server stopped cleanly and left nothing: otherwise mounts may still live in it."""
+    srv = CoveServer(new_data_dir(), **env).start()
+    try:
+        yield srv
+    finally:
+        srv.exit_code = srv.stop()
+    if srv.exit_code == 0 and not leftovers(srv.data_dir):
+        shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 def leftovers(data_dir: Path) -> list[str]:
