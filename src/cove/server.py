@@ -90,7 +90,6 @@ def create_app(settings: Settings) -> Starlette:
             service,
             previews,
             app.state.billing,
-            SandboxRepo(engine, writer),  # deploy events are saved with the sandbox's row
             lambda p: app.state.preview_urls(p)[0],
         )
         await deploys.load()

@@ -28,7 +28,6 @@ from cove.domain.deploy import (
     from_events,
     plan,
 )
-from cove.domain.durations import utcnow
 from cove.domain.errors import CoveError, NotFound, NotReady
 from cove.domain.preview import Preview, PreviewSpec
 from cove.domain.pricing import NOMINAL_MICROS
@@ -39,7 +38,6 @@ from cove.services.previews import PreviewService
 from cove.services.processes import ExecRequest, Process, ProcessManager
 from cove.services.processes.manager import DEFAULT_PATH, STOP_GRACE_S
 from cove.services.sandboxes import LiveSandbox, SandboxService
-from cove.store.sandboxes import SandboxRepo
 
 log = logging.getLogger("cove.deploys")
 APP = "app"  # the app's process name
@@ -77,13 +75,11 @@ class DeployService:
         sandboxes: SandboxService,
         previews: PreviewService,
         billing: Billing,
-        repo: SandboxRepo,
         preview_url: Callable[[Preview], str],
     ) -> None:
         self._sandboxes = sandboxes
         self._previews = previews
         self._billing = billing
-        self._repo = repo  # the sandbox rows: deploy events are written with the record
         self._preview_url = preview_url
         self._deploys: dict[str, Deployment] = {}  # by sandbox id
         self._apps: dict[str, Process] = {}  # the app process of each sandbox
@@ -279,28 +275,23 @@ class DeployService:
             return
         message, status = dep.event()
         record.record("deploy", message, status)
-        record.updated_at = utcnow()
         try:
-            await self._repo.save(record)
+            await self._sandboxes.save(record)  # deploy events live in the sandbox's row
         except Exception:  # the in-memory state stays right; only a restart would miss it
             log.exception("saving the deploy state of %s failed", record.name)
 
     async def load(self) -> None:
         """After a restart (sandboxes restored first): the newest deploy of each sandbox."""
-        for row in await self._repo.live():
-            try:
-                live = self._sandboxes.get_by_id(row.workspace, row.id)
-            except NotFound:
-                continue
+        for live in self._sandboxes.all_live():
             dep = from_events(live.record.events)
             if dep is None:
                 continue
-            self._deploys[row.id] = dep
+            self._deploys[live.record.id] = dep
             if dep.status == DeployStatus.BUILDING:
                 dep.fail("cove restarted during this deploy; deploy again")
                 await self._persist(live.record, dep)
             elif dep.status == DeployStatus.RUNNING:
-                self._orphans.add(row.id)  # its app survived a crash of cove, unsupervised
+                self._orphans.add(live.record.id)  # its app survived a crash of cove, unsupervised
                 with contextlib.suppress(CoveError):
                     dep.url = self._preview_url(await self._app_preview(live.record, dep.port))
 

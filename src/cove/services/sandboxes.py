@@ -255,6 +255,14 @@ class SandboxService:
         record.updated_at = utcnow()
         await self._repo.save(record)
 
+    async def save(self, record: Sandbox) -> None:
+        """Persist a live sandbox's record after another service changed it (deploy events)."""
+        await self._save(record)
+
+    def all_live(self) -> list[LiveSandbox]:
+        """Every live sandbox of every workspace (services restoring their own state)."""
+        return list(self._by_id.values())
+
     # -- delete ---------------------------------------------------------------------------
 
     async def delete(self, workspace: str, name: str, reason: str = "deleted") -> LiveSandbox:
