@@ -159,6 +159,18 @@ def test_python_deploy_detected_and_given_its_port(api):  # type: ignore[no-unty
     api.delete(f"/v1/sandboxes/{name}")
 
 
+def test_a_curl_style_body_is_read_as_json(api):  # type: ignore[no-untyped-def]
+    """`curl -d '{…}'` labels its JSON application/x-www-form-urlencoded."""
+    name = create(api)
+    body = json.dumps({"files": {"index.html": "<h1>from curl</h1>"}})
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = api.post(f"/v1/sandboxes/{name}/deploy", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    done = deployed(api, name)
+    assert done["status"] == "running" and "from curl" in fetch(done["url"], "/").text, done
+    api.delete(f"/v1/sandboxes/{name}")
+
+
 def test_static_deploy(api):  # type: ignore[no-untyped-def]
     name = create(api)
     page = "<!doctype html><title>cove</title><h1>static site</h1>"

@@ -47,7 +47,8 @@ async def _source(request: Request) -> Source:
         runtime, entry = request.query_params.get("runtime"), request.query_params.get("entrypoint")
         # Decompressing up to 200 MiB stays off the event loop.
         return await asyncio.to_thread(tarball_source, body, runtime, entry)
-    if kind not in ("", "application/json"):
+    # curl -d sends form-urlencoded; every other v1 body is read as JSON whatever it says
+    if kind not in ("", "application/json", "application/x-www-form-urlencoded"):
         raise InvalidRequest(
             f"Content-Type {kind!r}: send application/json (a files map) or application/gzip "
             "(a tarball)"
