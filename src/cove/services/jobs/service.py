@@ -292,12 +292,12 @@ class JobService:
 
 
 def _end_interrupted(e: Execution, reason: str) -> None:
+    """Running and pending tasks alike fail: nobody cancelled them, and a task's `running`
+    state may not have reached the database before the crash."""
     now = utcnow()
     for t in e.tasks:
-        if t.status == TaskStatus.RUNNING:
+        if t.status in (TaskStatus.RUNNING, TaskStatus.PENDING):
             t.status, t.error, t.completed_at = TaskStatus.FAILED, reason, now
-        elif t.status == TaskStatus.PENDING:
-            t.status, t.completed_at = TaskStatus.CANCELLED, now
     e.refresh()
     if e.status != ExecStatus.CANCELLED:
         e.error = reason
