@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -90,6 +90,17 @@ class CoveServer:
     def client(self, workspace: str = "ws-a") -> httpx.Client:
         headers = {"Authorization": f"Bearer {KEYS[workspace]}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 30) -> bool:
+    """Polls `check` every 0.1 s until it holds or `timeout_s` passed (bounded): for state cove
+    writes after answering (the single writer's next commit, buffered metering)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 @contextlib.contextmanager

@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import unique
-
-DEADLINE_S = 30.0  # the sweep runs every 0.25 s; a broken sweep never gets there
+from server import eventually
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +43,6 @@ def preview_id(server, preview: str) -> str:  # type: ignore[no-untyped-def]
     return found[0][0]
 
 
-def until(check) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def in_seconds(s: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=s)).isoformat()
 
@@ -76,10 +66,10 @@ def test_an_expired_preview_is_deleted_with_its_tokens(server, api, box, spec): 
     pid = preview_id(server, name)
     assert rows(server, "previews", "id", pid) == 1
     assert rows(server, "preview_tokens", "preview_id", pid) == 1
-    assert until(lambda: api.get(f"{base}/{name}").status_code == 404)
+    assert eventually(lambda: api.get(f"{base}/{name}").status_code == 404)
     assert name not in [p["metadata"]["name"] for p in api.get(base).json()]
-    assert until(lambda: rows(server, "previews", "id", pid) == 0)
-    assert until(lambda: rows(server, "preview_tokens", "preview_id", pid) == 0)
+    assert eventually(lambda: rows(server, "previews", "id", pid) == 0)
+    assert eventually(lambda: rows(server, "preview_tokens", "preview_id", pid) == 0)
 
 
 def test_a_preview_without_expiry_stays(server, api, box):  # type: ignore[no-untyped-def]
@@ -90,7 +80,7 @@ def test_a_preview_without_expiry_stays(server, api, box):  # type: ignore[no-un
     short = unique("short")  # something due, so the sweep runs while "keep" is there
     body = {"metadata": {"name": short}, "spec": {"port": 3000, "ttl": "1s"}}
     assert api.post(base, json=body).status_code == 200
-    assert until(lambda: api.get(f"{base}/{short}").status_code == 404)
+    assert eventually(lambda: api.get(f"{base}/{short}").status_code == 404)
     assert api.get(f"{base}/{name}").status_code == 200
 
 
@@ -108,9 +98,9 @@ def test_an_expired_token_is_listed_then_purged(server, api, box):  # type: igno
     listed = {t["spec"]["token"]: t["spec"]["expired"] for t in api.get(tokens).json()}
     assert listed == {short["spec"]["token"]: True, kept["spec"]["token"]: False}
     # Listed as expired for as long as it was valid (3 s), then deleted; the other one stays.
-    assert until(lambda: len(api.get(tokens).json()) == 1)
+    assert eventually(lambda: len(api.get(tokens).json()) == 1)
     assert api.get(tokens).json()[0]["spec"]["token"] == kept["spec"]["token"]
     # the API forgets it first, then its row is deleted (the single writer's next commit)
-    assert until(lambda: rows(server, "preview_tokens", "value", short["spec"]["token"]) == 0)
+    assert eventually(lambda: rows(server, "preview_tokens", "value", short["spec"]["token"]) == 0)
     assert rows(server, "preview_tokens", "preview_id", pid) == 1
     assert api.get(f"{base}/{name}").status_code == 200
