@@ -43,10 +43,23 @@ class H(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
 """
 
+# A WebSocket echo (text frames come back as "<path> <text>"); a plain GET gets a page that
+# opens <page>/ws and shows the echo of "ping" (the preview browser tests).
 WS_ECHO = r"""
 import asyncio, base64, hashlib, struct, sys
+PAGE = b'''<!doctype html><html><body><h1 id="title">cove preview</h1><p id="out">waiting</p>
+<script>
+const ws = new WebSocket(location.href.split("?")[0].replace(/^http/, "ws").replace(/\/$/, "") + "/ws");
+ws.onopen = () => ws.send("ping");
+ws.onmessage = (e) => { document.getElementById("out").textContent = "ws:" + e.data; };
+ws.onerror = () => { document.getElementById("out").textContent = "ws-error"; };
+</script></body></html>'''
 async def handle(r, w):
     head = await r.readuntil(b"\r\n\r\n")
+    if b"upgrade: websocket" not in head.lower():
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n" % len(PAGE) + PAGE)
+        await w.drain(); w.close(); return
     key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n")
            if l.lower().startswith(b"sec-websocket-key")][0]
     acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
