@@ -644,3 +644,17 @@ def test_transparent_capture_polices_programs_ignoring_the_proxy(tapi):  # type:
     ]
     assert SEEN[-1]["path"] == "/lying"
     tapi.delete(f"/v0/sandboxes/{name}")
+
+
+def test_ipv6_forms_of_refused_ipv4_addresses_are_refused() -> None:
+    """Mapped, 6to4 and NAT64 addresses are judged as the IPv4 address they carry."""
+    from ipaddress import ip_address
+
+    from cove.egress.policy import address_refusal
+
+    for raw in ("::ffff:169.254.169.254", "2002:a9fe:a9fe::1", "64:ff9b::a9fe:a9fe"):
+        assert address_refusal(ip_address(raw), set()) == "a link-local address", raw
+    for raw in ("64:ff9b::7f00:1", "2002:7f00:1::1", "64:ff9b:1::7f00:1"):
+        assert address_refusal(ip_address(raw), set()) == "a loopback address", raw
+    assert address_refusal(ip_address("64:ff9b::a00:1"), set()) == "a private or reserved address"
+    assert address_refusal(ip_address("64:ff9b::808:808"), set()) is None  # public 8.8.8.8

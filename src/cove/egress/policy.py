@@ -40,12 +40,28 @@ class Target:
     addresses: list[tuple[int, tuple]]  # (family, sockaddr) to try in order; all checked
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64): judged as that address, or
+    64:ff9b::a9fe:a9fe would reach 169.254.169.254 through a NAT64 gateway."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
 def address_refusal(
     ip: IPAddress, host_addresses: set[IPAddress], open_nets: tuple[IPNetwork, ...] = ()
 ) -> str | None:
     """What makes ip unreachable from a sandbox ("a loopback address", …), or None."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = _embedded_ipv4(ip)
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_link_local:
