@@ -80,7 +80,8 @@ def job_program(runtime: str, entrypoint: str | None, files: dict[str, bytes]) -
     if runtime == "custom":
         raise InvalidRequest("runtime custom needs an entrypoint command")
     entry = entry or _default_entry(runtime, files)
-    if entry is None and runtime == "node" and package_json(files).get("scripts", {}).get("start"):
+    scripts = package_json(files).get("scripts")
+    if entry is None and runtime == "node" and isinstance(scripts, dict) and scripts.get("start"):
         return Program(files, _npm_install(files, dev=True), "npm run --silent start", {})
     if entry is None:
         raise InvalidRequest(
@@ -110,8 +111,13 @@ def _looks_like_file(entrypoint: str) -> bool:
 def _default_entry(runtime: str, files: dict[str, bytes]) -> str | None:
     if runtime == "node":
         main = package_json(files).get("main")
-        if isinstance(main, str) and main.lstrip("./") in files:
-            return main.lstrip("./")
+        if isinstance(main, str) and main.strip():
+            try:
+                path = clean_path(main, "package.json main")
+            except InvalidRequest:
+                return None
+            if path in files:
+                return path
     return next((n for n in _ENTRIES[runtime] if n in files), None)
 
 

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cove.api.common import guarded, int_param, json_object, typed, workspace_of
+from cove.api.v0 import wire
 from cove.api.v1.jobs import paid
 from cove.domain.durations import iso
 from cove.domain.errors import CoveError, InvalidRequest
@@ -81,7 +82,7 @@ def parse_job(body: dict[str, Any], path_name: str | None) -> DeployJob:
             max_retries=runtime.get("maxRetries", defaults.max_retries),
             max_concurrent_tasks=runtime.get("maxConcurrentTasks"),
         ),
-        envs=_envs(typed(runtime, "envs", list, "spec.runtime.") or []),
+        envs=wire.envs(typed(runtime, "envs", list, "spec.runtime.") or []),
         schedule=schedule,
         schedule_tasks=tasks,
         enabled=spec.get("enabled") is not False,
@@ -101,15 +102,6 @@ def _cron(triggers: list[Any]) -> tuple[str | None, list[Any] | None]:
     if schedule is None:
         raise InvalidRequest("spec.triggers[0].configuration.schedule is required")
     return schedule, typed(config, "tasks", list, "spec.triggers[0].configuration.")
-
-
-def _envs(items: list[Any]) -> dict[str, str]:
-    envs = {}
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InvalidRequest("spec.runtime.envs: each entry needs a name")
-        envs[item["name"]] = "" if item.get("value") is None else str(item["value"])
-    return envs
 
 
 def render_job(job: Job) -> dict[str, Any]:
@@ -351,9 +343,12 @@ def _cursor(raw: str | None) -> int | None:
     if not raw:
         return None
     try:
-        return int(base64.urlsafe_b64decode(raw.encode()).decode())
+        start = int(base64.urlsafe_b64decode(raw.encode()).decode())
     except ValueError:
-        raise InvalidRequest("cursor is not one this server handed out") from None
+        start = -1
+    if start < 0:  # a negative start would slice from the end
+        raise InvalidRequest("cursor is not one this server handed out")
+    return start
 
 
 routes = [

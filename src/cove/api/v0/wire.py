@@ -55,7 +55,7 @@ def parse_spec(body: dict[str, Any]) -> SandboxSpec:
     return SandboxSpec(
         image=typed(runtime, "image", str, "spec.runtime.") or "blaxel/base-image:latest",
         memory_mb=validate_memory(memory if memory is not None else 4096),
-        envs=_envs(typed(runtime, "envs", list, "spec.runtime.") or []),
+        envs=envs(typed(runtime, "envs", list, "spec.runtime.") or []),
         ports=[_port(p) for p in typed(runtime, "ports", list, "spec.runtime.") or []],
         ttl=typed(runtime, "ttl", str, "spec.runtime.") or None,
         expires=typed(runtime, "expires", str, "spec.runtime.") or None,
@@ -78,14 +78,15 @@ def _check_extra_args(args: dict[str, Any]) -> None:
             )
 
 
-def _envs(items: list[Any]) -> dict[str, str]:
-    envs = {}
+def envs(items: list[Any]) -> dict[str, str]:
+    """`[{name, value}]` → a validated env map (sandboxes and jobs)."""
+    found = {}
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidRequest("spec.runtime.envs: each entry needs a name")
         value = item.get("value", "")
-        envs[item["name"]] = "" if value is None else str(value)
-    return validate_envs(envs)
+        found[item["name"]] = "" if value is None else str(value)
+    return validate_envs(found)
 
 
 def _port(item: Any) -> Port:
