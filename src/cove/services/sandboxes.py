@@ -181,7 +181,7 @@ class SandboxService:
         if isinstance(exc, asyncio.CancelledError):  # its INSERT may be queued: follow it
             live.record.status, live.record.deleted_at = Status.DELETED, utcnow()
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._save(live.record))
+                await asyncio.shield(self.save(live.record))
         log.warning("create of %s failed: %r", live.record.name, exc)
 
     # -- read -----------------------------------------------------------------------------
@@ -239,7 +239,7 @@ class SandboxService:
         self._egress.update(record.id, policy)  # new connections and requests from now on
         if live.processes is not None:
             live.processes.set_env(self._env(spec))
-        await self._save(record)
+        await self.save(record)
         return live
 
     async def extend(self, workspace: str, name: str, seconds: int) -> LiveSandbox:
@@ -248,16 +248,13 @@ class SandboxService:
         record = live.record
         base = max(record.expires_at or utcnow(), utcnow())
         record.expires_at = base + timedelta(seconds=seconds)
-        await self._save(record)
+        await self.save(record)
         return live
 
-    async def _save(self, record: Sandbox) -> None:
+    async def save(self, record: Sandbox) -> None:
+        """Persist a record (also after another service changed it: deploy events)."""
         record.updated_at = utcnow()
         await self._repo.save(record)
-
-    async def save(self, record: Sandbox) -> None:
-        """Persist a live sandbox's record after another service changed it (deploy events)."""
-        await self._save(record)
 
     def all_live(self) -> list[LiveSandbox]:
         """Every live sandbox of every workspace (services restoring their own state)."""
@@ -292,7 +289,7 @@ class SandboxService:
         record.deleted_at = utcnow()
         record.record("deployment", "sandbox deleted", "TERMINATED")
         self._unregister(live)
-        await self._save(record)
+        await self.save(record)
         for hook in self.on_deleted:
             try:
                 await hook(record)
@@ -320,7 +317,7 @@ class SandboxService:
                 self._mark(record, Status.STOPPED, "the sandbox was lost while cove was down")
             elif record.status in (Status.PROVISIONING, Status.DELETING):
                 self._mark(record, Status.FAILED, "cove stopped during this operation")
-            await self._save(record)
+            await self.save(record)
         await self._runtime.cleanup_orphans(kept)
 
     async def shutdown(self) -> None:
@@ -332,7 +329,7 @@ class SandboxService:
                 live.processes.close()
             if live.record.status == Status.RUNNING:
                 self._mark(live.record, Status.STOPPED, "cove was stopped")
-                await self._save(live.record)
+                await self.save(live.record)
 
     def _mark(self, record: Sandbox, status: Status, reason: str) -> None:
         record.status = status

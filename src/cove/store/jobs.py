@@ -66,8 +66,9 @@ class JobRepo:
         await self._writer.write(_UPDATE, {"key": job_id, "last_tick": tick})
 
     async def delete(self, job_id: str) -> None:
-        await self._writer.write(_DELETE_RUNS_OF, {"key": job_id})
-        await self._writer.write(_DELETE, {"key": job_id})
+        await self._writer.write_all(  # one commit: no job row without its executions
+            [(_DELETE_RUNS_OF, {"key": job_id}), (_DELETE, {"key": job_id})]
+        )
 
     async def get(self, workspace: str, name: str) -> Job | None:
         query = sa.select(*_JOB_COLUMNS).where(table.c.workspace == workspace)

@@ -41,8 +41,9 @@ class PreviewRepo:
         await self._writer.write(_UPDATE, row)
 
     async def delete(self, preview_id: str) -> None:
-        await self._writer.write(_DELETE_TOKENS_OF, {"key": preview_id})
-        await self._writer.write(_DELETE, {"key": preview_id})
+        await self._writer.write_all(  # one commit: no preview row without its tokens
+            [(_DELETE_TOKENS_OF, {"key": preview_id}), (_DELETE, {"key": preview_id})]
+        )
 
     async def insert_token(self, t: PreviewToken) -> None:
         row = {

@@ -19,6 +19,7 @@ from cove.domain.durations import utcnow
 from cove.domain.errors import CoveError
 from cove.domain.jobs import LOG_TAIL, PAYLOAD_FILE, Execution, Task, TaskStatus, task_env
 from cove.domain.programs import WORKDIR, Program
+from cove.domain.runs import tail
 from cove.services.workloads import Outcome, Placement, Workloads
 
 log = logging.getLogger("cove.jobs")
@@ -112,8 +113,8 @@ class ExecutionRun:
     def _finish(t: Task, outcome: Outcome) -> None:
         t.status = _STATUS.get(outcome.status, TaskStatus.FAILED)
         t.exit_code = outcome.exit_code
-        t.stdout = _tail(outcome.stdout)
-        t.stderr = _tail(outcome.stderr)
+        t.stdout = _cut(outcome.stdout)
+        t.stderr = _cut(outcome.stderr)
         t.error = outcome.error
         if t.status == TaskStatus.TIMEOUT and not t.error:
             t.error = "the task ran past the job's timeout and was killed"
@@ -129,8 +130,5 @@ class ExecutionRun:
             await asyncio.shield(self._save(e))
 
 
-def _tail(text: str) -> str:
-    data = text.encode()
-    if len(data) <= LOG_TAIL:
-        return text
-    return data[-LOG_TAIL:].decode(errors="ignore")
+def _cut(text: str) -> str:
+    return tail(text, LOG_TAIL)
