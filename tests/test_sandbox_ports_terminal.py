@@ -194,7 +194,7 @@ def test_terminal_websocket(server, sb, api):  # type: ignore[no-untyped-def]
         assert "40 120" in _read_until(ws, "40 120")
         ws.send(json.dumps({"type": "input", "data": "exit\r"}))
         with pytest.raises(ConnectionClosed):  # the socket closes when the shell exits
-            while True:
+            for _ in range(10_000):  # bounded: ends with the shell, or the test fails
                 ws.recv(timeout=15)
     page = api.get(f"{_url(sb)}/terminal")
     assert page.status_code == 200 and "terminal/ws" in page.text

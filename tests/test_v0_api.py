@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from conftest import unique
 
 
@@ -79,13 +80,15 @@ def test_list_paging_and_show_terminated(api):  # type: ignore[no-untyped-def]
     for n in names:
         assert create(api, n).status_code == 200
     seen, cursor = [], None
-    while True:
+    for _ in range(100):  # bounded: a cursor that never ends fails below
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
         page = api.get("/v0/sandboxes", params=params).json()
         seen += [s["metadata"]["name"] for s in page["data"]]
         if not page["meta"]["hasMore"]:
             break
         cursor = page["meta"]["nextCursor"]
+    else:
+        pytest.fail("paging never ended")
     assert set(names) <= set(seen) and len(seen) == len(set(seen))
     api.delete(f"/v0/sandboxes/{names[0]}")
     assert wait_gone(api, names[0])
