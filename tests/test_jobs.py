@@ -593,3 +593,20 @@ def test_cron_missed_ticks_fire_once_after_downtime(fresh_server: CoveServer) ->
         api.put("/v1/jobs/ticker", json={"files": {"main.py": "print(1)\n"}})  # no schedule
     assert srv.stop() == 0
     assert leftovers(srv.data_dir) == []
+
+
+def test_job_program_reads_package_json_defensively() -> None:
+    """package.json shapes a user may send: a 400 or a sane default, never a crash."""
+    import json as _json
+
+    from cove.domain.errors import InvalidRequest
+    from cove.domain.job_programs import job_program
+
+    odd = {"package.json": _json.dumps({"scripts": "node x.js"}).encode(), "x.js": b""}
+    with pytest.raises(InvalidRequest):  # no start script, no entry file: say so
+        job_program("node", None, odd)
+    outside = {"package.json": _json.dumps({"main": "../x.js"}).encode(), "x.js": b"1"}
+    with pytest.raises(InvalidRequest):  # not lstrip'ed into x.js
+        job_program("node", None, outside)
+    inside = {"package.json": _json.dumps({"main": "./lib/x.js"}).encode(), "lib/x.js": b"1"}
+    assert "lib/x.js" in job_program("node", None, inside).command
